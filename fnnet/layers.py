@@ -1,0 +1,125 @@
+"""Layers: static descriptions with pure init, forward and backward functions.
+
+Every layer is a frozen (hashable) dataclass with three methods:
+
+    init(key, in_shape, dtype)   -> (params, out_shape)
+    forward(params, x)           -> (y, cache)
+    backward(params, cache, dy)  -> (dparams, dx)
+
+Shapes exclude the batch axis: `in_shape=(n_in,)` for inputs `x` of shape
+`(batch, n_in)`. `backward` receives dy = ∂L/∂y of the shape of `y` and returns
+∂L/∂params (a tree like `params`) and dx = ∂L/∂x. A convolution, a norm or an
+attention layer is one more class with the same three methods.
+"""
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+
+from fnnet import activations, initializers
+
+
+class Layer(Protocol):
+    """What a layer provides; see the module docstring."""
+
+    def init(self, key, in_shape, dtype): ...
+    def forward(self, params, x): ...
+    def backward(self, params, cache, dy): ...
+
+
+def _set(obj, **fields):
+    """Replace fields of a frozen dataclass from `__post_init__`."""
+    for name, value in fields.items():
+        object.__setattr__(obj, name, value)
+
+
+def _check_flat(layer, in_shape):
+    if len(in_shape) != 1:
+        raise ValueError(
+            f"{layer!r} expects a flat input of shape (n_in,) per example, got {in_shape}; "
+            f"reshape the data to (batch, n_in)"
+        )
+
+
+@dataclass(frozen=True)
+class Dense:
+    """Affine map followed by an elementwise activation: a = f(x W + b).
+
+    Args:
+      n_out: number of units.
+      activation: name or `fnnet.activations.Activation`; `"identity"` gives logits.
+      W_init, b_init: names or `fnnet.initializers.Initializer`s.
+
+    Params: `{"W": (n_in, n_out), "b": (n_out,)}`. Forward on `x` of shape
+    `(batch, n_in)`: z = x W + b and a = f(z), both `(batch, n_out)`.
+    Backward from da = ∂L/∂a, the classic step of the delta recursion:
+
+        δ  = f′(z) ⊙ da           (batch, n_out)
+        dW = xᵀ δ                 (n_in, n_out)
+        db = Σ_batch δ            (n_out,)
+        dx = δ Wᵀ                 (batch, n_in)   — the next δ's "δˡ⁺¹ Wˡ⁺¹ᵀ"
+    """
+
+    n_out: int
+    activation: activations.Activation = activations.identity
+    W_init: initializers.Initializer = initializers.lecun_normal
+    b_init: initializers.Initializer = initializers.zeros
+
+    def __post_init__(self):
+        if isinstance(self.n_out, bool) or not isinstance(self.n_out, int) or self.n_out < 1:
+            raise ValueError(f"Dense: n_out must be a positive int, got {self.n_out!r}")
+        _set(
+            self,
+            activation=activations.get(self.activation),
+            W_init=initializers.get(self.W_init),
+            b_init=initializers.get(self.b_init),
+        )
+
+    def init(self, key, in_shape, dtype=jnp.float32):
+        _check_flat(self, in_shape)
+        kW, kb = jax.random.split(key)
+        W = self.W_init(kW, (in_shape[0], self.n_out), dtype)
+        b = self.b_init(kb, (self.n_out,), dtype)
+        return {"W": W, "b": b}, (self.n_out,)
+
+    def forward(self, params, x):
+        z = x @ params["W"] + params["b"][None, :]
+        return self.activation(z), (x, z)
+
+    def backward(self, params, cache, da):
+        x, z = cache
+        delta = self.activation.backward(z, da)
+        dW = x.T @ delta
+        db = delta.sum(axis=0)
+        dx = delta @ params["W"].T
+        return {"W": dW, "b": db}, dx
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise activation as a layer of its own: a = f(z), no params.
+
+    Args:
+      activation: name or `fnnet.activations.Activation`.
+
+    Params: `{}`. Forward and backward keep any shape: da ↦ f′(z) ⊙ da.
+    """
+
+    activation: activations.Activation
+
+    def __post_init__(self):
+        _set(self, activation=activations.get(self.activation))
+
+    def init(self, key, in_shape, dtype=jnp.float32):
+        del key, dtype
+        return {}, tuple(in_shape)
+
+    def forward(self, params, z):
+        del params
+        return self.activation(z), z
+
+    def backward(self, params, z, da):
+        del params
+        return {}, self.activation.backward(z, da)

@@ -1,0 +1,166 @@
+"""Losses, each carried with its output delta.
+
+A `Loss` maps the network output `out` of shape `(batch, *out_shape)` and the
+targets `y` to per-example values ℓᵢ of shape `(batch,)`; the batch loss is their
+mean, L = (1/m) Σᵢ ℓᵢ, taken by the caller. `loss.delta(out, y)` is ∂ℓᵢ/∂outᵢ,
+the gradient of each example's own loss, of the shape of `out`: backprop scales
+it by 1/m to start the recursion at δᴸ = ∂L/∂zᴸ.
+
+Losses on logits use the log-sigmoid / log-softmax forms, finite for logits of
+±1e4. Every loss checks the shape and dtype of `y` against `out` in Python, so a
+mistake fails before tracing with a message, not inside XLA.
+
+| name | y | ℓᵢ | ∂ℓᵢ/∂zᵢ |
+|---|---|---|---|
+| `sigmoid_binary_cross_entropy` | `out`'s shape, in [0, 1] | mean over outputs of −[y log σ(z) + (1−y) log σ(−z)] | (σ(z) − y) / k |
+| `softmax_cross_entropy` | `out`'s shape, one-hot or soft | −Σ_c y_c log softmax(z)_c | softmax(z) Σ_c y_c − y |
+| `softmax_cross_entropy_with_integer_labels` | `out.shape[:-1]`, integer class | −log softmax(z)_y | softmax(z) − onehot(y) |
+| `mean_squared_error` | `out`'s shape | mean over outputs of (z − y)² | 2(z − y) / k |
+
+k is the number of outputs per example; outputs beyond the class axis of the
+softmax losses are averaged in the same way.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from fnnet._registry import resolve
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A per-example loss and its output delta: a static, hashable value.
+
+    Attributes:
+      name: printed name.
+      fn: `fn(out, y) -> (batch,)` per-example values.
+      delta_fn: `delta_fn(out, y) -> ∂ℓᵢ/∂outᵢ`, shape of `out` (call `delta`,
+        which checks `y` first).
+      integer_labels: `y` holds class indices of shape `out.shape[:-1]`
+        rather than targets of the shape of `out`.
+    """
+
+    name: str
+    fn: Callable
+    delta_fn: Callable
+    integer_labels: bool = False
+
+    def __call__(self, out, y):
+        """Per-example losses ℓ of shape `(batch,)` for `out` `(batch, *out_shape)`."""
+        self.check(out, y)
+        return self.fn(out, y)
+
+    def delta(self, out, y):
+        """∂ℓᵢ/∂outᵢ of shape `out.shape`: each example's gradient of its own loss."""
+        self.check(out, y)
+        return self.delta_fn(out, y)
+
+    def check(self, out, y):
+        """Raise ValueError/TypeError if `y` does not fit `out` (shapes only: traceable)."""
+        out_shape, y_shape = jnp.shape(out), jnp.shape(y)
+        if len(out_shape) < 2:
+            raise ValueError(
+                f"{self.name}: the output has shape {out_shape}; expected a leading batch "
+                f"axis and at least one output, (batch, n_out)"
+            )
+        if self.integer_labels:
+            expected = out_shape[:-1]
+            if y_shape != expected:
+                raise ValueError(
+                    f"{self.name}: labels have shape {y_shape} but the output has shape "
+                    f"{out_shape}; expected labels of shape {expected}, one integer class "
+                    f"index per example (for one-hot targets use softmax_cross_entropy)"
+                )
+            if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
+                raise TypeError(
+                    f"{self.name}: labels have dtype {jnp.result_type(y)}; expected an integer "
+                    f"dtype of class indices (for one-hot or soft targets use softmax_cross_entropy)"
+                )
+        elif y_shape != out_shape:
+            hint = ""
+            if y_shape == out_shape[:-1] and out_shape[-1] == 1:
+                hint = "; add the output axis with y[:, None]"
+            elif y_shape == out_shape[:-1]:
+                hint = "; for integer class labels use softmax_cross_entropy_with_integer_labels"
+            raise ValueError(
+                f"{self.name}: y has shape {y_shape} but the output has shape {out_shape}; "
+                f"expected y of the same shape as the output{hint}"
+            )
+
+    def __repr__(self):
+        return self.name
+
+
+def _n_per_example(x, skip_last=False):
+    """How many values each example's loss averages over."""
+    return math.prod(x.shape[1 : x.ndim - skip_last])
+
+
+def _per_example_mean(v):
+    return v.reshape(v.shape[0], -1).mean(axis=1)
+
+
+def _sigmoid_bce(z, y):
+    y = y.astype(z.dtype)
+    return _per_example_mean(-(y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z)))
+
+
+def _sigmoid_bce_delta(z, y):
+    return (jax.nn.sigmoid(z) - y.astype(z.dtype)) / _n_per_example(z)
+
+
+def _softmax_ce(z, y):
+    y = y.astype(z.dtype)
+    return _per_example_mean(-(y * jax.nn.log_softmax(z)).sum(axis=-1, keepdims=True))
+
+
+def _softmax_ce_delta(z, y):
+    y = y.astype(z.dtype)
+    p = jax.nn.softmax(z)
+    return (p * y.sum(axis=-1, keepdims=True) - y) / _n_per_example(z, skip_last=True)
+
+
+def _softmax_ce_int(z, labels):
+    log_p = jax.nn.log_softmax(z)
+    return _per_example_mean(-jnp.take_along_axis(log_p, labels[..., None], axis=-1))
+
+
+def _softmax_ce_int_delta(z, labels):
+    one_hot = jax.nn.one_hot(labels, z.shape[-1], dtype=z.dtype)
+    return (jax.nn.softmax(z) - one_hot) / _n_per_example(z, skip_last=True)
+
+
+def _mse(out, y):
+    return _per_example_mean((out - y.astype(out.dtype)) ** 2)
+
+
+def _mse_delta(out, y):
+    return 2 * (out - y.astype(out.dtype)) / _n_per_example(out)
+
+
+sigmoid_binary_cross_entropy = Loss("sigmoid_binary_cross_entropy", _sigmoid_bce, _sigmoid_bce_delta)
+softmax_cross_entropy = Loss("softmax_cross_entropy", _softmax_ce, _softmax_ce_delta)
+softmax_cross_entropy_with_integer_labels = Loss(
+    "softmax_cross_entropy_with_integer_labels", _softmax_ce_int, _softmax_ce_int_delta, True
+)
+mean_squared_error = Loss("mean_squared_error", _mse, _mse_delta)
+
+ALL = (
+    sigmoid_binary_cross_entropy,
+    softmax_cross_entropy,
+    softmax_cross_entropy_with_integer_labels,
+    mean_squared_error,
+)
+_BY_NAME = {loss.name: loss for loss in ALL} | {
+    "bce": sigmoid_binary_cross_entropy,
+    "mse": mean_squared_error,
+}
+
+
+def get(loss: "str | Loss") -> Loss:
+    """The `Loss` named by `loss` (or `loss` itself); short names bce and mse."""
+    return resolve(loss, _BY_NAME, "loss", Loss)

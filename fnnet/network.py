@@ -1,0 +1,185 @@
+"""A network: a static sequence of layers over a fixed per-example input shape."""
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from fnnet.layers import Dense, Layer
+
+
+@dataclass(frozen=True)
+class Network:
+    """A sequence of layers applied in order; a static, hashable description.
+
+    Args:
+      in_shape: shape of one example, without the batch axis, e.g. `(2,)`.
+      layers: the layers, first to last.
+
+    `init(key)` returns the parameters: a list with one entry per layer (a dict
+    `{"W": (n_in, n_out), "b": (n_out,)}` for a Dense layer, `{}` for a layer
+    without parameters). `apply(params, x)` maps `x` of shape `(batch, *in_shape)`
+    to `(batch, *out_shape)`. Both are pure; `fnnet.backprop` differentiates.
+
+    >>> net = Network((2,), (Dense(4, "relu"), Dense(1)))
+    >>> params = net.init(jax.random.key(0))
+    >>> net.apply(params, jnp.ones((3, 2))).shape
+    (3, 1)
+    """
+
+    in_shape: tuple[int, ...]
+    layers: tuple[Layer, ...]
+
+    def __post_init__(self):
+        in_shape = tuple(self.in_shape) if isinstance(self.in_shape, Sequence) else (self.in_shape,)
+        if not in_shape or not all(_is_positive_int(n) for n in in_shape):
+            raise ValueError(f"Network: in_shape must be positive ints, e.g. (2,); got {self.in_shape!r}")
+        object.__setattr__(self, "in_shape", in_shape)
+        object.__setattr__(self, "layers", tuple(self.layers))
+        self._shapes  # build now: a layer that rejects its input shape fails here, not later
+
+    def init(self, key, dtype=jnp.float32) -> list:
+        """Fresh parameters from `key` (a `jax.random.key`), leaves of `dtype`."""
+        if not (isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                                or key.shape == (2,))):
+            raise TypeError(
+                f"Network.init: expected a JAX random key such as jax.random.key(0), "
+                f"got {type(key).__name__} {key!r}"
+            )
+        return _init_layers(self, key, dtype)[0]
+
+    @functools.cached_property
+    def _shapes(self):
+        """(abstract params, per-layer output shapes), computed once without FLOPs."""
+        out_shapes = []
+
+        def init(key):
+            params, shapes = _init_layers(self, key, jnp.float32)
+            out_shapes.extend(shapes)
+            return params
+
+        params = jax.eval_shape(init, jax.random.key(0))
+        return params, tuple(out_shapes)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """Shape of one example's output, without the batch axis."""
+        return self._shapes[1][-1] if self.layers else self.in_shape
+
+    def forward(self, params, x):
+        """Output `(batch, *out_shape)` and one cache per layer, for backward."""
+        self.check(params, x)
+        caches = []
+        for layer, p in zip(self.layers, params):
+            x, cache = layer.forward(p, x)
+            caches.append(cache)
+        return x, caches
+
+    def apply(self, params, x):
+        """Output of shape `(batch, *out_shape)` for `x` of shape `(batch, *in_shape)`."""
+        return self.forward(params, x)[0]
+
+    def check(self, params, x):
+        """Raise a ValueError naming the mismatch if `params` or `x` do not fit the network.
+
+        Looks only at tree structure and shapes, so it runs (once) while tracing too.
+        """
+        self.check_params(params)
+        x_shape = jnp.shape(x)
+        if x_shape[1:] != self.in_shape or len(x_shape) != 1 + len(self.in_shape):
+            raise ValueError(
+                f"input x has shape {x_shape}; the network expects (batch, "
+                f"{', '.join(map(str, self.in_shape))}): a leading batch axis, then "
+                f"{self.in_shape} per example"
+            )
+        if x_shape[0] == 0:
+            raise ValueError(f"input x has shape {x_shape}: the batch is empty")
+
+    def check_params(self, params):
+        """Raise a ValueError naming the first leaf of `params` that does not fit."""
+        expected, _ = self._shapes
+        exp_leaves, exp_def = jax.tree.flatten_with_path(expected)
+        got_leaves, got_def = jax.tree.flatten_with_path(params)
+        if exp_def != got_def:
+            exp_paths = {jax.tree_util.keystr(p) for p, _ in exp_leaves}
+            got_paths = {jax.tree_util.keystr(p) for p, _ in got_leaves}
+            detail = "; ".join(
+                f"{what} {', '.join(sorted(paths))}"
+                for what, paths in (("missing", exp_paths - got_paths), ("unexpected", got_paths - exp_paths))
+                if paths
+            ) or f"got the containers {got_def}"
+            raise ValueError(
+                f"params do not match the network: {detail}; expected the structure of "
+                f"net.init(key): {exp_def}"
+            )
+        for (path, leaf), (_, spec) in zip(got_leaves, exp_leaves):
+            if jnp.shape(leaf) != spec.shape:
+                layer = path[0].idx
+                raise ValueError(
+                    f"params{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}, but layer "
+                    f"{layer} ({self.layers[layer]!r}) expects {spec.shape}"
+                )
+
+    def __repr__(self):
+        layers = "".join(f"\n  {layer!r}," for layer in self.layers)
+        return f"Network(in_shape={self.in_shape}, layers=({layers}\n))"
+
+
+def _is_positive_int(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n > 0
+
+
+def _init_layers(net: Network, key, dtype):
+    """Params (one entry per layer) and each layer's output shape."""
+    params, shapes, shape = [], [], net.in_shape
+    for layer, k in zip(net.layers, jax.random.split(key, len(net.layers))):
+        p, shape = layer.init(k, shape, dtype)
+        params.append(p)
+        shapes.append(tuple(shape))
+    return params, shapes
+
+
+def mlp(sizes, activation="relu", output_activation="identity",
+        W_init="lecun_normal", b_init="zeros") -> Network:
+    """A multilayer perceptron: Dense layers of `sizes[1:]` units on `sizes[0]` inputs.
+
+    Args:
+      sizes: `[n_in, n_hidden..., n_out]`, at least two positive ints.
+      activation: for the hidden layers; a name or `Activation`, or a sequence with
+        one per hidden layer.
+      output_activation: for the last layer; `"identity"` (the default) outputs
+        logits for the losses in `fnnet.losses`.
+      W_init, b_init: initializer names or `Initializer`s, or a sequence with one
+        per layer.
+
+    >>> mlp([2, 4, 1], activation="relu")          # the textbook's XOR network
+    Network(in_shape=(2,), layers=(
+      Dense(n_out=4, activation=relu, W_init=lecun_normal, b_init=zeros),
+      Dense(n_out=1, activation=identity, W_init=lecun_normal, b_init=zeros),
+    ))
+    """
+    sizes = list(sizes) if isinstance(sizes, Sequence) and not isinstance(sizes, str) else sizes
+    if not isinstance(sizes, list) or len(sizes) < 2 or not all(_is_positive_int(n) for n in sizes):
+        raise ValueError(
+            f"mlp: sizes must list at least two positive ints, [n_in, ..., n_out], got {sizes!r}"
+        )
+    n_layers = len(sizes) - 1
+    hidden = _per_layer(activation, n_layers - 1, "activation", "hidden layer")
+    W_inits = _per_layer(W_init, n_layers, "W_init", "layer")
+    b_inits = _per_layer(b_init, n_layers, "b_init", "layer")
+    acts = hidden + [output_activation]
+    return Network(
+        (sizes[0],),
+        tuple(Dense(n, a, w, b) for n, a, w, b in zip(sizes[1:], acts, W_inits, b_inits)),
+    )
+
+
+def _per_layer(value, n, name, what):
+    """`value` repeated n times, or the sequence itself if it has one entry per `what`."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return [value] * n
+    if len(value) != n:
+        raise ValueError(f"mlp: {name} lists {len(value)} entries; expected one per {what}, {n}")
+    return list(value)

@@ -20,8 +20,9 @@ def resolve(value, registry: dict[str, T], kind: str, cls: type) -> T:
         raise ValueError(
             f"unknown {kind} {value!r}; expected one of: {', '.join(sorted(registry))}"
         )
+    article = "an" if kind[0] in "aeiou" else "a"
     raise TypeError(
-        f"expected a {kind} name (str) or a fnnet {cls.__name__}, "
+        f"expected {article} {kind} name (str) or a fnnet {cls.__name__}, "
         f"got {type(value).__name__} {value!r}; to use your own function, wrap it "
         f"as fnnet.{cls.__module__.split('.')[-1]}.{cls.__name__}(...)"
     )

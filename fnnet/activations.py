@@ -42,11 +42,11 @@ class Activation:
 
     def __call__(self, z):
         """a = f(z); any shape."""
-        return self.fn(z, **dict(self.params))
+        return self.fn(_inexact(z), **dict(self.params))
 
     def grad(self, z):
         """f′(z); same shape as `z`."""
-        return self.derivative(z, **dict(self.params))
+        return self.derivative(_inexact(z), **dict(self.params))
 
     def backward(self, z, da):
         """∂L/∂z = f′(z) ⊙ ∂L/∂a; `z` and `da` of the same shape."""
@@ -67,6 +67,14 @@ class Activation:
         if not self.params:
             return self.name
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.params)})"
+
+
+def _inexact(z):
+    """`z` as a JAX array of a floating dtype (integers become the default float)."""
+    z = jnp.asarray(z)
+    if jnp.issubdtype(z.dtype, jnp.inexact):
+        return z
+    return z.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
 
 
 def _identity(z):

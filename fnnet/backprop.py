@@ -31,12 +31,16 @@ def backprop(net, params, X, y, loss):
 
     Returns:
       `(value, grads)`: the scalar L and a tree with the structure, shapes and
-      dtypes of `params`. Compiled with `jax.jit` (static `net` and `loss`), and
-      itself safe under `jax.jit`, `jax.vmap` and `jax.grad`-free pipelines.
+      dtypes of `params`. Compiled with `jax.jit` (static `net` and `loss`);
+      safe inside `jax.jit` and `jax.vmap`.
 
+    >>> import jax, jax.numpy as jnp, fnnet
     >>> net = fnnet.mlp([2, 4, 1])
     >>> params = net.init(jax.random.key(0))
-    >>> value, grads = backprop(net, params, X, y, "sigmoid_binary_cross_entropy")
+    >>> X, y = jnp.ones((8, 2)), jnp.zeros((8, 1))
+    >>> value, grads = fnnet.backprop(net, params, X, y, "sigmoid_binary_cross_entropy")
+    >>> jax.tree.map(jnp.shape, grads)
+    [{'W': (2, 4), 'b': (4,)}, {'W': (4, 1), 'b': (1,)}]
     """
     loss = losses_lib.get(loss)
     net.check(params, X)

@@ -27,6 +27,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnnet._registry import resolve
 
@@ -51,16 +52,23 @@ class Loss:
 
     def __call__(self, out, y):
         """Per-example losses ℓ of shape `(batch,)` for `out` `(batch, *out_shape)`."""
+        out, y = jnp.asarray(out), jnp.asarray(y)
         self.check(out, y)
         return self.fn(out, y)
 
     def delta(self, out, y):
         """∂ℓᵢ/∂outᵢ of shape `out.shape`: each example's gradient of its own loss."""
+        out, y = jnp.asarray(out), jnp.asarray(y)
         self.check(out, y)
         return self.delta_fn(out, y)
 
     def check(self, out, y):
-        """Raise ValueError/TypeError if `y` does not fit `out` (shapes only: traceable)."""
+        """Raise ValueError/TypeError if `y` does not fit `out`.
+
+        Checks shapes and dtypes, which are known while tracing too; integer labels
+        are also checked against the number of classes when their values are known
+        (not inside `jit`; there, an out-of-range label gives a NaN loss and delta).
+        """
         out_shape, y_shape = jnp.shape(out), jnp.shape(y)
         if len(out_shape) < 2:
             raise ValueError(
@@ -80,6 +88,14 @@ class Loss:
                     f"{self.name}: labels have dtype {jnp.result_type(y)}; expected an integer "
                     f"dtype of class indices (for one-hot or soft targets use softmax_cross_entropy)"
                 )
+            if not isinstance(y, jax.core.Tracer) and y.size:
+                labels = np.asarray(y)  # concrete: read on the host, never staged into a trace
+                lo, hi = int(labels.min()), int(labels.max())
+                if lo < 0 or hi >= out_shape[-1]:
+                    raise ValueError(
+                        f"{self.name}: labels range over [{lo}, {hi}] but the output has "
+                        f"{out_shape[-1]} classes; expected labels in [0, {out_shape[-1] - 1}]"
+                    )
         elif y_shape != out_shape:
             hint = ""
             if y_shape == out_shape[:-1] and out_shape[-1] == 1:
@@ -110,7 +126,9 @@ def _sigmoid_bce(z, y):
 
 
 def _sigmoid_bce_delta(z, y):
-    return (jax.nn.sigmoid(z) - y.astype(z.dtype)) / _n_per_example(z)
+    # (1 − y)σ(z) − yσ(−z) equals σ(z) − y, but keeps its precision where σ(z) ≈ y.
+    y = y.astype(z.dtype)
+    return ((1 - y) * jax.nn.sigmoid(z) - y * jax.nn.sigmoid(-z)) / _n_per_example(z)
 
 
 def _softmax_ce(z, y):
@@ -124,14 +142,21 @@ def _softmax_ce_delta(z, y):
     return (p * y.sum(axis=-1, keepdims=True) - y) / _n_per_example(z, skip_last=True)
 
 
+def _valid(z, labels):
+    """True where a label names one of the classes of `z`; shape `labels.shape + (1,)`."""
+    return ((labels >= 0) & (labels < z.shape[-1]))[..., None]
+
+
 def _softmax_ce_int(z, labels):
-    log_p = jax.nn.log_softmax(z)
-    return _per_example_mean(-jnp.take_along_axis(log_p, labels[..., None], axis=-1))
+    one_hot = jax.nn.one_hot(labels, z.shape[-1], dtype=z.dtype)
+    nll = -(one_hot * jax.nn.log_softmax(z)).sum(axis=-1, keepdims=True)
+    return _per_example_mean(jnp.where(_valid(z, labels), nll, jnp.nan))
 
 
 def _softmax_ce_int_delta(z, labels):
     one_hot = jax.nn.one_hot(labels, z.shape[-1], dtype=z.dtype)
-    return (jax.nn.softmax(z) - one_hot) / _n_per_example(z, skip_last=True)
+    delta = (jax.nn.softmax(z) - one_hot) / _n_per_example(z, skip_last=True)
+    return jnp.where(_valid(z, labels), delta, jnp.nan)
 
 
 def _mse(out, y):

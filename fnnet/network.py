@@ -154,7 +154,7 @@ def mlp(sizes, activation="relu", output_activation="identity",
       W_init, b_init: initializer names or `Initializer`s, or a sequence with one
         per layer.
 
-    >>> mlp([2, 4, 1], activation="relu")          # the textbook's XOR network
+    >>> mlp([2, 4, 1], activation="relu")   # the textbook's XOR architecture
     Network(in_shape=(2,), layers=(
       Dense(n_out=4, activation=relu, W_init=lecun_normal, b_init=zeros),
       Dense(n_out=1, activation=identity, W_init=lecun_normal, b_init=zeros),

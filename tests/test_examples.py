@@ -1,0 +1,35 @@
+"""The examples run as a user runs them: in a fresh process, default float32."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(EXAMPLES / script), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_xor_checks_gradients_and_reaches_full_accuracy():
+    result = run("xor.py")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    f32, f64 = map(float, re.search(r"max rel. error (\S+) \(float32\), (\S+) \(float64\)", out).groups())
+    assert f32 <= 1e-5 and f64 <= 1e-12
+    losses = [float(v) for v in re.findall(r"Epoch (?:0|500|1000|1500|2000), Loss: (\S+)", out)]
+    assert len(losses) == 5 and losses == sorted(losses, reverse=True) and losses[-1] < 0.01
+    assert "accuracy 100%" in out
+
+
+def test_xor_reports_failure_with_nonzero_exit():
+    # One epoch cannot learn XOR: the example must say so through its exit code.
+    result = run("xor.py", "--epochs", "1", "--restarts", "1")
+    assert result.returncode == 1 and "accuracy 100%" not in result.stdout
+
+
+def test_xor_rejects_bad_flags():
+    result = run("xor.py", "--lr", "-1")
+    assert result.returncode == 2 and "--lr > 0" in result.stderr

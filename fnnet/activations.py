@@ -161,11 +161,26 @@ ALL = (identity, relu, leaky_relu, elu, sigmoid, tanh, softplus, silu, gelu, gel
 _BY_NAME = {a.name: a for a in ALL} | {"linear": identity, "swish": silu}
 
 
-def get(activation: "str | Activation") -> Activation:
+# JAX's own functions, with their default hyper-parameters, stand for fnnet's.
+_BY_FUNCTION = {
+    jax.nn.identity: identity, jax.nn.relu: relu, jax.nn.leaky_relu: leaky_relu,
+    jax.nn.elu: elu, jax.nn.sigmoid: sigmoid, jnp.tanh: tanh,
+    jax.nn.softplus: softplus, jax.nn.silu: silu, jax.nn.gelu: gelu,
+}
+
+
+def get(activation: "str | Activation | Callable") -> Activation:
     """The `Activation` named by `activation` (or `activation` itself).
 
     Names: identity (alias linear), relu, leaky_relu, elu, sigmoid, tanh,
     softplus, silu (alias swish), gelu (tanh approximation, as `jax.nn.gelu`),
-    gelu_exact (erf form).
+    gelu_exact (erf form). JAX's functions stand for themselves: `jax.nn.relu`,
+    `jnp.tanh`, `jax.nn.gelu`, ... Any other function needs its derivative:
+    wrap it as `Activation(name, f, df)`.
     """
+    if callable(activation) and not isinstance(activation, Activation):
+        try:
+            return _BY_FUNCTION[activation]
+        except (KeyError, TypeError):
+            pass
     return resolve(activation, _BY_NAME, "activation", Activation)

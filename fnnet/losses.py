@@ -83,9 +83,9 @@ class Loss:
                     f"{out_shape}; expected labels of shape {expected}, one integer class "
                     f"index per example (for one-hot targets use softmax_cross_entropy)"
                 )
-            if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
+            if not jnp.issubdtype(y.dtype, jnp.integer):
                 raise TypeError(
-                    f"{self.name}: labels have dtype {jnp.result_type(y)}; expected an integer "
+                    f"{self.name}: labels have dtype {y.dtype}; expected an integer "
                     f"dtype of class indices (for one-hot or soft targets use softmax_cross_entropy)"
                 )
             if not isinstance(y, jax.core.Tracer) and y.size:

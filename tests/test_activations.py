@@ -328,7 +328,20 @@ def test_get_unknown_name(bad):
     assert "swish" in str(info.value) and "linear" in str(info.value)
 
 
-@pytest.mark.parametrize("bad", [jnp.tanh, jax.nn.relu, 3, None], ids=["jnp.tanh", "jax.nn.relu", "int", "None"])
+@pytest.mark.parametrize(
+    "jax_fn, expected",
+    [(jax.nn.relu, A.relu), (jnp.tanh, A.tanh), (jax.nn.tanh, A.tanh), (jax.nn.sigmoid, A.sigmoid),
+     (jax.nn.gelu, A.gelu), (jax.nn.swish, A.silu), (jax.nn.elu, A.elu), (jax.nn.leaky_relu, A.leaky_relu),
+     (jax.nn.softplus, A.softplus), (jax.nn.identity, A.identity)],
+    ids=lambda c: getattr(c, "__name__", repr(c)),
+)
+def test_jax_functions_stand_for_fnnet_activations(jax_fn, expected):
+    assert A.get(jax_fn) is expected
+    z = jnp.linspace(-3.0, 3.0, 13)
+    np.testing.assert_allclose(expected(z), jax_fn(z), rtol=1e-15)
+
+
+@pytest.mark.parametrize("bad", [jnp.sin, lambda z: z, 3, None], ids=["jnp.sin", "lambda", "int", "None"])
 def test_get_wrong_type_tells_how_to_wrap(bad):
     with pytest.raises(TypeError, match=r"name \(str\) or a fnnet Activation.*wrap it as fnnet\.activations\.Activation\("):
         A.get(bad)

@@ -24,19 +24,3 @@ def tree_rel_error(a, b) -> float:
 def autodiff(net, loss, params, X, y):
     """The oracle: jax.value_and_grad of the batch-mean loss of net.apply."""
     return jax.value_and_grad(lambda p: loss(net.apply(p, X), y).mean())(params)
-
-
-def random_batch(key, net, loss, m, dtype):
-    """X of shape (m, *in_shape) and y that fits `loss` for `net`'s output."""
-    kx, ky = jax.random.split(key)
-    X = jax.random.normal(kx, (m, *net.in_shape), dtype)
-    out_shape = (m, *net.out_shape)
-    if loss.integer_labels:
-        y = jax.random.randint(ky, out_shape[:-1], 0, out_shape[-1])
-    elif loss.name == "softmax_cross_entropy":
-        y = jax.nn.softmax(jax.random.normal(ky, out_shape, dtype))
-    elif loss.name == "sigmoid_binary_cross_entropy":
-        y = jax.random.uniform(ky, out_shape, dtype)
-    else:
-        y = jax.random.normal(ky, out_shape, dtype)
-    return X, y

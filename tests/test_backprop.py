@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import fnnet
 from fnnet import activations, losses
-from oracles import XOR_X, XOR_Y, autodiff, random_batch, tree_rel_error
+from fnnet.gradcheck import random_batch
+from oracles import XOR_X, XOR_Y, autodiff, tree_rel_error
 
 TOL = {jnp.float64: 1e-10, jnp.float32: 1e-4}
 

@@ -24,7 +24,7 @@ MSE = L.mean_squared_error
 
 
 def make_targets(rng, loss, out_shape):
-    """Targets that fit `loss` (as oracles.random_batch makes them) for outputs of `out_shape`:
+    """Targets that fit `loss` (as fnnet.gradcheck.random_batch makes them) for outputs of `out_shape`:
     integer classes, softmax-normalised soft targets, values in [0, 1], or normals."""
     if loss.integer_labels:
         return rng.integers(0, out_shape[-1], out_shape[:-1])

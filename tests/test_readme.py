@@ -3,6 +3,7 @@
 import pathlib
 import re
 
+import jax
 import jax.numpy as jnp
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -25,7 +26,17 @@ def test_main_command_runs_the_xor_example():
 def test_quickstart_runs_and_its_claim_holds():
     code = re.search(r"## Quickstart\n\n```python\n(.*?)```", README, re.S).group(1)
     scope = {}
-    exec(code, scope)
+    with jax.enable_x64(False):  # as a user runs it
+        exec(code, scope)
     assert jnp.abs(scope["value"] - scope["ref_value"]) <= 1e-6
     for g, r in zip(scope["jax"].tree.leaves(scope["grads"]), scope["jax"].tree.leaves(scope["ref"])):
         assert jnp.abs(g - r).max() <= 1e-6 * max(1.0, float(jnp.abs(r).max()))
+
+
+def test_gradient_check_example_prints_the_report_shown():
+    blocks = re.search(r"## Checking gradients.*?```python\n(.*?)```\n\n```\n(.*?)```", README, re.S)
+    code, shown = blocks.groups()
+    scope = {}
+    with jax.enable_x64(False):  # as a user runs it
+        exec(code, scope)
+    assert str(scope["report"]) == shown.strip()

@@ -1,0 +1,78 @@
+"""The `fnnet` command, run as a user runs it: in a subprocess, checking exit codes and output."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from fnnet import activations, losses
+
+
+def fnnet(*args, code=None):
+    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "fnnet", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_console_script_gradcheck_passes():
+    script = pathlib.Path(sys.executable).parent / "fnnet"
+    result = subprocess.run([str(script), "gradcheck"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Network(in_shape=(4,), layers=("
+    assert lines[-1] == "PASS: all 6 leaves agree with jax.grad and with finite differences (float64)"
+    assert sum(line.startswith("[") for line in lines) == 6
+
+
+def test_gradcheck_flags_and_json():
+    result = fnnet("gradcheck", "--sizes", "2,4,1", "--activation", "relu", "--loss", "bce",
+                   "--batch", "4", "--seed", "3", "--dtype", "float32", "--elementwise", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["dtype"] == "float32"
+    assert [leaf["path"] for leaf in report["leaves"]] == ["[0]['W']", "[0]['b']", "[1]['W']", "[1]['b']"]
+    assert report["settings"]["elementwise"] is True
+
+
+def test_gradcheck_all_sweeps_every_activation_and_loss():
+    result = fnnet("gradcheck", "--all", "--sizes", "3", "5", "4", "--batch", "6")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:-1]]
+    assert {(r[0], r[1]) for r in rows} == {(a.name, l.name) for a in activations.ALL for l in losses.ALL}
+    assert all(r[-1] == "ok" for r in rows)
+    assert result.stdout.splitlines()[-1] == "40/40 activation × loss pairs pass (float64)"
+
+
+def test_gradcheck_exits_1_and_names_the_leaf_when_backprop_is_wrong():
+    # A backprop that forgets the 1/m: the command must fail and say where.
+    code = (
+        "import sys, jax, fnnet.gradcheck as g, fnnet.cli as cli\n"
+        "right = g.backprop\n"
+        "def wrong(net, p, X, y, loss):\n"
+        "    value, grads = right(net, p, X, y, loss)\n"
+        "    return value, jax.tree.map(lambda d: d * X.shape[0], grads)\n"
+        "g.backprop = wrong\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    result = fnnet("gradcheck", code=code)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1].startswith("gradient mismatch at [0]['W'] index")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["gradcheck", "--activation", "rleu"], "unknown activation 'rleu'"),
+        (["gradcheck", "--sizes", "2", "0", "1"], "sizes must list at least two positive ints"),
+        (["gradcheck", "--sizes", "2,x"], "expected integers like 2,4,1, got '2,x'"),
+        (["gradcheck", "--loss", "hinge"], "unknown loss 'hinge'"),
+        (["gradcheck", "--dtype", "float16"], "invalid choice: 'float16'"),
+        (["gradcheck", "--batch", "0"], "--batch must be ≥ 1, got 0"),
+        (["gradcheck", "--activation", "relu,tanh", "--sizes", "2,3,1"], "activation lists 2 entries"),
+        ([], "the following arguments are required: command"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_message(args, message):
+    result = fnnet(*args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -29,6 +29,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from fnnet import losses as losses_lib
+from fnnet._trees import shape_mismatches, structure_mismatch
 from fnnet.backprop import backprop
 from fnnet.network import Network
 
@@ -386,23 +387,12 @@ def _check_floating(params):
 
 
 def _check_structure(grads, params):
-    g_leaves, g_def = jax.tree.flatten_with_path(grads)
-    p_leaves, p_def = jax.tree.flatten_with_path(params)
-    if g_def != p_def:
-        g_paths = {jax.tree_util.keystr(p) for p, _ in g_leaves}
-        p_paths = {jax.tree_util.keystr(p) for p, _ in p_leaves}
-        detail = "; ".join(
-            f"{what} {', '.join(sorted(paths))}"
-            for what, paths in (("missing", p_paths - g_paths), ("unexpected", g_paths - p_paths))
-            if paths
-        ) or f"containers differ: {g_def} vs {p_def}"
+    detail = structure_mismatch(grads, params)
+    if detail:
         raise ValueError(f"gradient tree does not match the parameter tree: {detail}")
-    for (path, g), (_, p) in zip(g_leaves, p_leaves):
-        if jnp.shape(g) != jnp.shape(p):
-            raise ValueError(
-                f"gradient at {jax.tree_util.keystr(path)} has shape {jnp.shape(g)}, "
-                f"expected {jnp.shape(p)} (the parameter's shape)"
-            )
+    for path, got, want in shape_mismatches(grads, params):
+        raise ValueError(f"gradient at {jax.tree_util.keystr(path)} has shape {got}, "
+                         f"expected {want} (the parameter's shape)")
 
 
 def random_batch(key, net, loss, m, dtype=jnp.float32):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from fnnet._trees import shape_mismatches, structure_mismatch
 from fnnet.layers import Dense, Layer
 
 
@@ -100,27 +101,18 @@ class Network:
     def check_params(self, params):
         """Raise a ValueError naming the first leaf of `params` that does not fit."""
         expected, _ = self._shapes
-        exp_leaves, exp_def = jax.tree.flatten_with_path(expected)
-        got_leaves, got_def = jax.tree.flatten_with_path(params)
-        if exp_def != got_def:
-            exp_paths = {jax.tree_util.keystr(p) for p, _ in exp_leaves}
-            got_paths = {jax.tree_util.keystr(p) for p, _ in got_leaves}
-            detail = "; ".join(
-                f"{what} {', '.join(sorted(paths))}"
-                for what, paths in (("missing", exp_paths - got_paths), ("unexpected", got_paths - exp_paths))
-                if paths
-            ) or f"got the containers {got_def}"
+        detail = structure_mismatch(params, expected)
+        if detail:
             raise ValueError(
                 f"params do not match the network: {detail}; expected the structure of "
-                f"net.init(key): {exp_def}"
+                f"net.init(key): {jax.tree.structure(expected)}"
             )
-        for (path, leaf), (_, spec) in zip(got_leaves, exp_leaves):
-            if jnp.shape(leaf) != spec.shape:
-                layer = path[0].idx
-                raise ValueError(
-                    f"params{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}, but layer "
-                    f"{layer} ({self.layers[layer]!r}) expects {spec.shape}"
-                )
+        for path, got, want in shape_mismatches(params, expected):
+            layer = path[0].idx
+            raise ValueError(
+                f"params{jax.tree_util.keystr(path)} has shape {got}, but layer {layer} "
+                f"({self.layers[layer]!r}) expects {want}"
+            )
 
     def __repr__(self):
         layers = "".join(f"\n  {layer!r}," for layer in self.layers)

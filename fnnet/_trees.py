@@ -1,0 +1,28 @@
+"""Comparing a pytree with the one it should match, for error messages."""
+
+import jax
+import jax.numpy as jnp
+
+
+def structure_mismatch(got, expected) -> str:
+    """How `got`'s tree structure differs from `expected`'s, by key path; "" if it does not."""
+    got_leaves, got_def = jax.tree.flatten_with_path(got)
+    exp_leaves, exp_def = jax.tree.flatten_with_path(expected)
+    if got_def == exp_def:
+        return ""
+    got_paths = {jax.tree_util.keystr(p) for p, _ in got_leaves}
+    exp_paths = {jax.tree_util.keystr(p) for p, _ in exp_leaves}
+    return "; ".join(
+        f"{what} {', '.join(sorted(paths))}"
+        for what, paths in (("missing", exp_paths - got_paths), ("unexpected", got_paths - exp_paths))
+        if paths
+    ) or f"the containers differ: got {got_def}, expected {exp_def}"
+
+
+def shape_mismatches(got, expected):
+    """(key path, got shape, expected shape) for each leaf whose shape differs; same structure."""
+    return [
+        (path, jnp.shape(g), jnp.shape(e))
+        for (path, g), e in zip(jax.tree.flatten_with_path(got)[0], jax.tree.leaves(expected))
+        if jnp.shape(g) != jnp.shape(e)
+    ]

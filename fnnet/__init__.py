@@ -5,19 +5,25 @@ from fnnet.backprop import backprop
 from fnnet.gradcheck import GradCheckReport, check_grads
 from fnnet.layers import Activation, Dense
 from fnnet.network import Network, mlp
+from fnnet.train import DivergenceError, fit, fit_ensemble, per_example_grads, train_step
 
 __all__ = [
     "Activation",
     "Dense",
+    "DivergenceError",
     "GradCheckReport",
     "Network",
     "activations",
     "backprop",
     "check_grads",
+    "fit",
+    "fit_ensemble",
     "initializers",
     "layers",
     "losses",
     "mlp",
+    "per_example_grads",
     "testing",
+    "train_step",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,345 @@
+"""Compiled training: one jitted step, whole epochs fused in `lax.scan`, and vmapped runs.
+
+    step = train_step(net, loss, optax.sgd(1.0))               # jitted, pure
+    params, opt_state, metrics = step(params, opt_state, X, y)
+    params, history = fit(net, params, (X, y), loss, optax.adam(1e-3),
+                          epochs=200, batch_size=128, key=key)
+    grads = per_example_grads(net, params, X, y, loss)          # leading axis = example
+    params, history = fit_ensemble(net, keys, (X, y), loss, optax.sgd, learning_rates=lrs, ...)
+
+`grad="backprop"` uses fnnet's hand-written backward pass, `grad="autodiff"`
+uses `jax.grad` of the same loss; both give the same trajectory.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fnnet import losses as losses_lib
+from fnnet.backprop import backprop
+from fnnet.network import Network
+
+GRAD_MODES = ("backprop", "autodiff")
+
+
+def value_and_grad(net: Network, loss, grad: str = "backprop") -> Callable:
+    """`f(params, X, y) -> (L, ∂L/∂params)` for the batch-mean loss, by `grad` mode."""
+    loss = losses_lib.get(loss)
+    if grad == "backprop":
+        return lambda params, X, y: backprop(net, params, X, y, loss)
+    if grad == "autodiff":
+        return jax.value_and_grad(lambda params, X, y: loss(net.apply(params, X), y).mean())
+    raise ValueError(f"unknown grad mode {grad!r}; expected one of {GRAD_MODES}")
+
+
+def metrics(net: Network, loss, params, X, y) -> dict:
+    """`{"loss": L, "accuracy": a}` on a batch (accuracy only for classification losses)."""
+    loss = losses_lib.get(loss)
+    out = net.apply(params, X)
+    result = {"loss": loss(out, y).mean()}
+    accuracy = _accuracy(loss, out, y)
+    if accuracy is not None:
+        result["accuracy"] = accuracy
+    return result
+
+
+def _accuracy(loss, out, y):
+    """Fraction correct for the classification losses on logits, else None."""
+    if loss.integer_labels:
+        return (jnp.argmax(out, axis=-1) == y).mean()
+    if loss is losses_lib.softmax_cross_entropy:
+        return (jnp.argmax(out, axis=-1) == jnp.argmax(y, axis=-1)).mean()
+    if loss is losses_lib.sigmoid_binary_cross_entropy:
+        return ((out > 0) == (y > 0.5)).mean()
+    return None
+
+
+def train_step(net: Network, loss, optimizer: optax.GradientTransformation, grad="backprop",
+               donate=True) -> Callable:
+    """A jitted, pure training step `(params, opt_state, X, y) -> (params, opt_state, metrics)`.
+
+    Args:
+      net, loss: the network and the loss (a `Loss` or its name).
+      optimizer: any optax `GradientTransformation`; `optax.sgd(α)` is the
+        textbook update w ← w − α·∂L/∂w with L the batch mean.
+      grad: `"backprop"` (hand-written) or `"autodiff"` (`jax.grad`).
+      donate: donate `params` and `opt_state` to the step, so XLA updates them in
+        place; the arrays passed in are invalid afterwards.
+
+    Returns:
+      `step(params, opt_state, X, y)`, compiled once per input shape. `metrics`
+      holds the batch loss (at the params before the update) and, for
+      classification losses, the accuracy, as device scalars.
+
+    >>> import optax, fnnet, jax, jax.numpy as jnp
+    >>> net = fnnet.mlp([2, 4, 1])
+    >>> optimizer = optax.sgd(1.0)
+    >>> step = fnnet.train_step(net, "bce", optimizer)
+    >>> params = net.init(jax.random.key(0))
+    >>> params, opt_state, m = step(params, optimizer.init(params), jnp.ones((4, 2)), jnp.ones((4, 1)))
+    >>> sorted(m)
+    ['accuracy', 'loss']
+    """
+    loss = losses_lib.get(loss)
+    _check_optimizer(optimizer)
+    return jax.jit(_update_fn(net, loss, optimizer, grad), donate_argnums=(0, 1) if donate else ())
+
+
+def _update_fn(net, loss, optimizer, grad):
+    """The pure step `(params, opt_state, X, y) -> (params, opt_state, metrics)`."""
+    vg = value_and_grad(net, loss, grad)
+
+    def update(params, opt_state, X, y):
+        value, grads = vg(params, X, y)
+        batch_metrics = {"loss": value}
+        accuracy = _accuracy(loss, net.apply(params, X), y)  # XLA shares backprop's forward
+        if accuracy is not None:
+            batch_metrics["accuracy"] = accuracy
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, batch_metrics
+
+    return update
+
+
+def _check_optimizer(optimizer):
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            f"expected an optax GradientTransformation such as optax.sgd(0.1), got "
+            f"{type(optimizer).__name__} {optimizer!r}"
+        )
+
+
+class DivergenceError(FloatingPointError):
+    """The loss or the parameters became non-finite during `fit`.
+
+    Attributes:
+      epoch, step: where (0-based; `step` counts minibatches within the epoch).
+      params, opt_state: the last finite state, from just before that step.
+      history: the per-epoch history up to the last complete epoch.
+    """
+
+    def __init__(self, epoch, step, params, opt_state, history):
+        super().__init__(
+            f"fit: the loss or the parameters became non-finite at epoch {epoch}, step {step}; "
+            f"the last finite parameters are in this error's .params (try a lower learning rate)"
+        )
+        self.epoch, self.step = epoch, step
+        self.params, self.opt_state, self.history = params, opt_state, history
+
+
+def _epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle):
+    """Pure `run(state, epoch_keys, epoch_ids, X, y, val) -> (state, history)` over epochs.
+
+    `state` is `(params, opt_state, first_bad)`: `first_bad` is the global step at
+    which the loss or params first became non-finite (−1 if never); from there on
+    updates are skipped, so `params` stays the last finite value.
+    """
+    update = _update_fn(net, loss, optimizer, grad)
+    n_batches = n // batch_size
+
+    def run(state, epoch_keys, epoch_ids, X, y, val):
+        def epoch(state, xs):
+            key, e = xs
+            if shuffle:
+                order = jax.random.permutation(key, n)[: n_batches * batch_size]
+                Xe, ye = X[order], y[order]
+            else:
+                Xe, ye = X, y
+            batches = jax.tree.map(lambda a: a.reshape(n_batches, batch_size, *a.shape[1:]), (Xe, ye))
+
+            def step(state, xs):
+                (Xb, yb), i = xs
+                params, opt_state, first_bad = state
+                new_params, new_opt_state, m = update(params, opt_state, Xb, yb)
+                finite = jnp.isfinite(m["loss"]) & jax.tree.reduce(
+                    jnp.logical_and, jax.tree.map(lambda p: jnp.isfinite(p).all(), new_params))
+                ok = finite & (first_bad < 0)
+                keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+                here = (e * n_batches + i).astype(first_bad.dtype)
+                first_bad = jnp.where(finite | (first_bad >= 0), first_bad, here)
+                return (keep(new_params, params), keep(new_opt_state, opt_state), first_bad), m
+
+            state, ms = jax.lax.scan(step, state, (batches, jnp.arange(n_batches)))
+            history = jax.tree.map(jnp.mean, ms)
+            if val is not None:
+                history |= {f"val_{k}": v for k, v in metrics(net, loss, state[0], *val).items()}
+            return state, history
+
+        return jax.lax.scan(epoch, state, (epoch_keys, epoch_ids))
+
+    return run
+
+
+def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=None, key=None,
+        grad="backprop", validation=None, opt_state=None, log_every=None, callback=None):
+    """Train for `epochs` epochs, fused into one compiled `lax.scan` (or a few: see log_every).
+
+    Each epoch draws a fresh permutation of the data from `key` on the device and
+    takes `n // batch_size` SGD steps on minibatches of exactly `batch_size`
+    examples; the `n mod batch_size` examples left over by that permutation are
+    dropped for that epoch (a different few each epoch), so every step averages
+    over the same number of examples. `batch_size=None` is full-batch training
+    (no shuffling, no key needed). Epoch e uses `jax.random.split(key, epochs)[e]`.
+
+    Args:
+      net, params: the network and its starting parameters (not modified).
+      data: `(X, y)` with X `(n, *net.in_shape)` and y fitting `loss`.
+      loss: a `Loss` or its name.
+      optimizer: an optax `GradientTransformation`.
+      epochs: number of epochs, ≥ 1.
+      batch_size: examples per step (≤ n), or None for the whole data set.
+      key: `jax.random` key for shuffling; required when batch_size < n.
+      grad: `"backprop"` or `"autodiff"`.
+      validation: optional `(X_val, y_val)`, evaluated after every epoch.
+      opt_state: optimizer state to continue from (default `optimizer.init(params)`).
+      log_every: run the epochs in compiled chunks of this many, calling
+        `callback(epoch, history)` on the host after each (epoch = epochs done).
+      callback: see `log_every`; e.g. a progress bar.
+
+    Returns:
+      `(params, history)`: final params and a dict of numpy arrays of shape
+      `(epochs,)`: "loss" and (for classification) "accuracy", the means over the
+      epoch's steps, and "val_loss", "val_accuracy" with `validation`.
+
+    Raises:
+      DivergenceError: the loss or params became non-finite; it names the epoch and
+        step and carries the last finite params.
+    """
+    loss = losses_lib.get(loss)
+    _check_optimizer(optimizer)
+    X, y = data
+    n = jnp.shape(X)[0]
+    net.check(params, X)
+    loss.check(jax.ShapeDtypeStruct((n, *net.out_shape), jnp.float32), y)
+    if validation is not None:
+        net.check(params, validation[0])
+        loss.check(jax.ShapeDtypeStruct((jnp.shape(validation[0])[0], *net.out_shape), jnp.float32),
+                   validation[1])
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
+    batch_size = n if batch_size is None else batch_size
+    if not (isinstance(batch_size, int) and 1 <= batch_size <= n):
+        raise ValueError(f"fit: batch_size must be an int in [1, {n}] (the number of examples), "
+                         f"got {batch_size!r}")
+    shuffle = batch_size < n
+    if shuffle and key is None:
+        raise ValueError(f"fit: batch_size={batch_size} < {n} examples: pass key=jax.random.key(...) "
+                         f"for the on-device shuffling")
+    log_every = epochs if log_every is None else log_every
+    if not (isinstance(log_every, int) and log_every >= 1):
+        raise ValueError(f"fit: log_every must be a positive int, got {log_every!r}")
+
+    dtype = jax.tree.leaves(params)[0].dtype
+    X, y = _cast_floating((X, y), dtype)  # float64 data must not promote float32 training
+    validation = _cast_floating(validation, dtype)
+    run = jax.jit(_epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle), donate_argnums=0)
+    epoch_keys = jax.random.split(key if key is not None else jax.random.key(0), epochs)
+    params = jax.tree.map(jnp.copy, params)  # the first chunk donates its inputs
+    opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.copy, opt_state)
+    state = (params, opt_state, jnp.array(-1, jnp.int32))
+    chunks = []
+    for start in range(0, epochs, log_every):
+        stop = min(start + log_every, epochs)
+        state, history = run(state, epoch_keys[start:stop], jnp.arange(start, stop), X, y, validation)
+        chunks.append(jax.tree.map(np.asarray, history))
+        first_bad = int(state[2])
+        if first_bad >= 0:
+            n_batches = n // batch_size
+            epoch, step = divmod(first_bad, n_batches)
+            done = _concat(chunks)
+            raise DivergenceError(epoch, step, state[0], state[1],
+                                  {k: v[:epoch] for k, v in done.items()})
+        if callback is not None:
+            callback(stop, _concat(chunks))
+    return state[0], _concat(chunks)
+
+
+def _cast_floating(tree, dtype):
+    """Floating arrays of `tree` as `dtype` (labels and other integers unchanged)."""
+    def cast(x):
+        x = jnp.asarray(x)
+        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    return jax.tree.map(cast, tree)
+
+
+def _concat(chunks):
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def per_example_grads(net: Network, params, X, y, loss, grad="backprop"):
+    """∂ℓᵢ/∂params for every example i, by `jax.vmap` over the batch.
+
+    Returns a tree like `params` whose leaves have a leading axis of length
+    `X.shape[0]`; their mean over that axis is the batch gradient.
+    """
+    loss = losses_lib.get(loss)
+    net.check(params, X)
+    vg = value_and_grad(net, loss, grad)
+    return jax.jit(jax.vmap(lambda x, t: vg(params, x[None], t[None])[1]))(X, y)
+
+
+def fit_ensemble(net: Network, keys, data, loss, optimizer, *, epochs: int, batch_size=None,
+                 key=None, grad="backprop", validation=None, learning_rates=None,
+                 dtype=jnp.float32):
+    """Train N models, initialised from N keys, in one compiled call (vmap over models).
+
+    Model i equals `fit(net, net.init(keys[i]), data, loss, optimizer, ...)` with the
+    same `key` (all models see the same minibatch order).
+
+    Args:
+      keys: `(N,)` `jax.random` keys, one per model's initialisation.
+      optimizer: a `GradientTransformation`, or with `learning_rates`, a factory
+        taking `learning_rate` (e.g. `optax.adam`): model i then uses
+        `learning_rates[i]` (a sweep).
+      learning_rates: optional `(N,)` learning rates.
+      dtype: of the parameters (floating data is cast to it).
+      Others as in `fit`.
+
+    Returns:
+      `(params, history)`: params with a leading model axis of length N, and
+      history arrays of shape `(N, epochs)`, plus "diverged_at" `(N,)`: the global
+      step at which model i became non-finite (its params are from just before),
+      or −1.
+    """
+    loss = losses_lib.get(loss)
+    X, y = data
+    n = jnp.shape(X)[0]
+    batch_size = n if batch_size is None else batch_size
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"fit_ensemble: epochs must be a positive int, got {epochs!r}")
+    if not (isinstance(batch_size, int) and 1 <= batch_size <= n):
+        raise ValueError(f"fit_ensemble: batch_size must be an int in [1, {n}], got {batch_size!r}")
+    shuffle = batch_size < n
+    if shuffle and key is None:
+        raise ValueError(f"fit_ensemble: batch_size={batch_size} < {n} examples: pass key=...")
+    if learning_rates is None:
+        _check_optimizer(optimizer)
+        opt, rates = optimizer, None
+    else:
+        if not callable(optimizer) or hasattr(optimizer, "update"):
+            raise TypeError("fit_ensemble: with learning_rates, pass an optimizer factory such as "
+                            "optax.sgd or optax.adam, not an optimizer")
+        opt = optax.inject_hyperparams(optimizer)(learning_rate=0.0)
+        rates = jnp.asarray(learning_rates, dtype)
+        if rates.shape != (len(keys),):
+            raise ValueError(f"fit_ensemble: learning_rates has shape {rates.shape}; expected "
+                             f"({len(keys)},), one per key")
+    X, y = _cast_floating((X, y), dtype)
+    validation = _cast_floating(validation, dtype)
+    run = _epochs_fn(net, loss, opt, grad, n, batch_size, shuffle)
+    epoch_keys = jax.random.split(key if key is not None else jax.random.key(0), epochs)
+
+    def one(init_key, rate):
+        params = net.init(init_key, dtype)
+        opt_state = opt.init(params)
+        if rate is not None:
+            opt_state.hyperparams["learning_rate"] = rate
+        state, history = run((params, opt_state, jnp.array(-1, jnp.int32)), epoch_keys,
+                             jnp.arange(epochs), X, y, validation)
+        return state[0], history | {"diverged_at": state[2]}
+
+    params, history = jax.jit(jax.vmap(one))(keys, rates)
+    return params, jax.tree.map(np.asarray, history)

@@ -1,0 +1,207 @@
+"""Compiled training against step-by-step oracles: the textbook update, optax on jax.grad,
+and fnnet's own single steps."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fnnet
+from fnnet.gradcheck import random_batch
+from oracles import XOR_X, XOR_Y, tree_rel_error
+
+BCE = fnnet.losses.sigmoid_binary_cross_entropy
+CE = fnnet.losses.softmax_cross_entropy_with_integer_labels
+
+
+def problem(dtype=jnp.float64, m=32, sizes=(5, 16, 16, 3), loss=CE, seed=0):
+    net = fnnet.mlp(list(sizes), activation="tanh")
+    kp, kd = jax.random.split(jax.random.key(seed))
+    X, y = random_batch(kd, net, loss, m, dtype)
+    return net, net.init(kp, dtype), X, y
+
+
+def test_sgd_step_is_the_textbook_update():
+    net, params, X, y = problem()
+    step = fnnet.train_step(net, CE, optax.sgd(0.5), donate=False)
+    new, _, metrics = step(params, optax.sgd(0.5).init(params), X, y)
+    value, grads = fnnet.backprop(net, params, X, y, CE)
+    expected = jax.tree.map(lambda w, dw: w - 0.5 * dw, params, grads)  # w ← w − α·(1/m)Σ…
+    assert tree_rel_error(new, expected) <= 1e-15
+    assert metrics["loss"] == value and 0 <= metrics["accuracy"] <= 1
+
+
+@pytest.mark.parametrize("make_optimizer", [lambda: optax.adam(1e-2), lambda: optax.sgd(0.1, momentum=0.9),
+                                            lambda: optax.adamw(1e-2, weight_decay=1e-3)],
+                         ids=["adam", "momentum", "adamw"])
+def test_optimizers_match_optax_on_jax_grad(make_optimizer):
+    net, params, X, y = problem()
+    optimizer = make_optimizer()
+    steps = {mode: fnnet.train_step(net, CE, optimizer, grad=mode, donate=False) for mode in fnnet.train.GRAD_MODES}
+    reference = jax.jit(jax.grad(lambda p: CE(net.apply(p, X), y).mean()))
+    states = {mode: (params, optimizer.init(params)) for mode in steps}
+    ref_params, ref_state = params, optimizer.init(params)
+    for _ in range(50):
+        for mode, step in steps.items():
+            states[mode] = step(*states[mode], X, y)[:2]
+        updates, ref_state = optimizer.update(reference(ref_params), ref_state, ref_params)
+        ref_params = optax.apply_updates(ref_params, updates)
+    for mode in steps:  # hand-written and autodiff trajectories agree with optax on jax.grad
+        assert tree_rel_error(states[mode][0], ref_params) <= 1e-10, mode
+
+
+def test_step_compiles_once_donates_and_keeps_metrics_on_device():
+    net, params, X, y = problem(jnp.float32)
+    optimizer = optax.sgd(0.1)
+    step = fnnet.train_step(net, CE, optimizer)
+    opt_state = optimizer.init(params)
+    for _ in range(3):
+        old = params
+        params, opt_state, metrics = step(params, opt_state, X, y)
+        assert jax.tree.leaves(old)[0].is_deleted()  # donated: updated in place
+    assert step._cache_size() == 1
+    assert all(isinstance(v, jax.Array) for v in metrics.values())
+
+
+def test_mse_has_no_accuracy():
+    net, params, X, y = problem(loss=fnnet.losses.mean_squared_error)
+    step = fnnet.train_step(net, "mse", optax.sgd(0.1), donate=False)
+    assert set(step(params, optax.sgd(0.1).init(params), X, y)[2]) == {"loss"}
+
+
+def test_full_batch_fit_equals_steps_one_by_one():
+    net, params, X, y = problem()
+    optimizer = optax.adam(1e-2)
+    fitted, history = fnnet.fit(net, params, (X, y), CE, optimizer, epochs=30)
+    step = fnnet.train_step(net, CE, optimizer, donate=False)
+    p, s, losses = params, optimizer.init(params), []
+    for _ in range(30):
+        p, s, m = step(p, s, X, y)
+        losses.append(m["loss"])
+    assert tree_rel_error(fitted, p) <= 1e-12
+    np.testing.assert_allclose(history["loss"], losses, rtol=1e-12)
+    assert set(history) == {"loss", "accuracy"} and history["loss"].shape == (30,)
+
+
+def test_minibatch_fit_equals_steps_on_the_documented_shuffle():
+    # 37 examples, batches of 8: 4 steps an epoch, 5 examples dropped (a different 5 each epoch).
+    net, params, X, y = problem(m=37)
+    optimizer, key = optax.sgd(0.2), jax.random.key(5)
+    fitted, history = fnnet.fit(net, params, (X, y), CE, optimizer, epochs=6, batch_size=8, key=key)
+    step = fnnet.train_step(net, CE, optimizer, donate=False)
+    p, s = params, optimizer.init(params)
+    for epoch_key in jax.random.split(key, 6):
+        order = jax.random.permutation(epoch_key, 37)
+        for b in range(4):
+            idx = order[8 * b : 8 * b + 8]
+            p, s, _ = step(p, s, X[idx], y[idx])
+    assert tree_rel_error(fitted, p) <= 1e-12
+
+
+def test_fit_is_deterministic_and_chunking_changes_nothing():
+    net, params, X, y = problem(jnp.float32, m=40)
+    args = (net, params, (X, y), CE, optax.adam(1e-2))
+    a = fnnet.fit(*args, epochs=12, batch_size=16, key=jax.random.key(1))
+    b = fnnet.fit(*args, epochs=12, batch_size=16, key=jax.random.key(1))
+    calls = []
+    c = fnnet.fit(*args, epochs=12, batch_size=16, key=jax.random.key(1), log_every=5,
+                  callback=lambda epoch, history: calls.append((epoch, len(history["loss"]))))
+    for other in (b, c):  # bit-identical
+        assert all(np.array_equal(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(other)))
+    assert calls == [(5, 5), (10, 10), (12, 12)]
+    assert jax.tree.leaves(params)[0].is_deleted() is False  # fit never consumes the caller's params
+
+
+def test_validation_metrics():
+    net, params, X, y = problem(m=40)
+    _, history = fnnet.fit(net, params, (X[:30], y[:30]), CE, optax.sgd(0.1), epochs=3,
+                           validation=(X[30:], y[30:]))
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    final = fnnet.train.metrics(net, CE, _, X[30:], y[30:])
+    assert abs(history["val_loss"][-1] - final["loss"]) <= 1e-12
+
+
+def test_divergence_names_the_epoch_and_keeps_the_last_finite_params():
+    net, params, X, y = problem(loss=fnnet.losses.mean_squared_error)
+    X = X * 100
+    with pytest.raises(fnnet.DivergenceError, match=r"non-finite at epoch \d+, step \d+") as info:
+        fnnet.fit(net, params, (X, y), "mse", optax.sgd(1e3), epochs=200, batch_size=8,
+                  key=jax.random.key(0), log_every=50)
+    error = info.value
+    assert all(jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(error.params))
+    assert len(error.history["loss"]) == error.epoch
+    # The kept params are those before the failing step: one more step from them is non-finite
+    # or they are where training stopped, never NaN.
+    assert error.epoch < 200
+
+
+def test_per_example_grads_average_to_the_batch_gradient():
+    net, params, X, y = problem(m=12)
+    for mode in fnnet.train.GRAD_MODES:
+        per_example = fnnet.per_example_grads(net, params, X, y, CE, grad=mode)
+        assert jax.tree.leaves(per_example)[0].shape[0] == 12
+        _, batch = fnnet.backprop(net, params, X, y, CE)
+        assert tree_rel_error(jax.tree.map(lambda g: g.mean(0), per_example), batch) <= 1e-12
+        single = fnnet.backprop(net, params, X[3:4], y[3:4], CE)[1]
+        assert tree_rel_error(jax.tree.map(lambda g: g[3], per_example), single) <= 1e-12
+
+
+def test_ensemble_equals_separate_runs():
+    net = fnnet.mlp([2, 4, 1], activation="relu", W_init="he_normal")
+    keys = jax.random.split(jax.random.key(0), 4)
+    X, y = jnp.asarray(XOR_X, jnp.float32), jnp.asarray(XOR_Y, jnp.float32)
+    params, history = fnnet.fit_ensemble(net, keys, (X, y), BCE, optax.sgd(1.0), epochs=300)
+    assert history["loss"].shape == (4, 300) and list(history["diverged_at"]) == [-1] * 4
+    for i, k in enumerate(keys):
+        single, single_history = fnnet.fit(net, net.init(k), (X, y), BCE, optax.sgd(1.0), epochs=300)
+        assert tree_rel_error(jax.tree.map(lambda a: a[i], params), single) <= 1e-5
+        np.testing.assert_allclose(history["loss"][i], single_history["loss"], rtol=1e-5, atol=1e-7)
+
+
+def test_ensemble_learning_rate_sweep_equals_separate_runs():
+    net, _, X, y = problem(m=24)
+    keys = jax.random.split(jax.random.key(3), 3)
+    rates = [0.01, 0.03, 0.1]
+    params, _ = fnnet.fit_ensemble(net, keys, (X, y), CE, optax.adam, learning_rates=rates,
+                                   epochs=5, batch_size=8, key=jax.random.key(4))
+    for i, (k, lr) in enumerate(zip(keys, rates)):
+        single, _ = fnnet.fit(net, net.init(k, jnp.float32), (X, y), CE, optax.adam(lr), epochs=5,
+                              batch_size=8, key=jax.random.key(4))
+        assert tree_rel_error(jax.tree.map(lambda a: a[i], params), single) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda n, p, X, y: fnnet.train_step(n, CE, optax.sgd(1.0), grad="numeric"), ValueError,
+         r"unknown grad mode 'numeric'; expected one of \('backprop', 'autodiff'\)"),
+        (lambda n, p, X, y: fnnet.train_step(n, CE, "adam"), TypeError, r"expected an optax GradientTransformation"),
+        (lambda n, p, X, y: fnnet.fit(n, p, (X, y), CE, optax.sgd(1.0), epochs=0), ValueError,
+         r"epochs must be a positive int, got 0"),
+        (lambda n, p, X, y: fnnet.fit(n, p, (X, y), CE, optax.sgd(1.0), epochs=1, batch_size=64), ValueError,
+         r"batch_size must be an int in \[1, 32\] \(the number of examples\), got 64"),
+        (lambda n, p, X, y: fnnet.fit(n, p, (X, y), CE, optax.sgd(1.0), epochs=1, batch_size=8), ValueError,
+         r"batch_size=8 < 32 examples: pass key="),
+        (lambda n, p, X, y: fnnet.fit(n, p, (X[:, :2], y), CE, optax.sgd(1.0), epochs=1), ValueError,
+         r"input x has shape \(32, 2\); the network expects \(batch, 5\)"),
+        (lambda n, p, X, y: fnnet.fit(n, p, (X, y[:, None]), CE, optax.sgd(1.0), epochs=1), ValueError,
+         r"labels have shape \(32, 1\)"),
+        (lambda n, p, X, y: fnnet.fit_ensemble(n, jax.random.split(jax.random.key(0), 2), (X, y), CE,
+                                               optax.sgd(0.1), learning_rates=[0.1, 0.2], epochs=1), TypeError,
+         r"pass an optimizer factory such as optax.sgd"),
+        (lambda n, p, X, y: fnnet.fit_ensemble(n, jax.random.split(jax.random.key(0), 2), (X, y), CE,
+                                               optax.sgd, learning_rates=[0.1], epochs=1), ValueError,
+         r"learning_rates has shape \(1,\); expected \(2,\)"),
+    ],
+)
+def test_bad_arguments(call, error, match):
+    net, params, X, y = problem()
+    with pytest.raises(error, match=match):
+        call(net, params, X, y)
+
+
+def test_float64_data_trains_float32_params_in_float32():
+    net, params, X, y = problem(jnp.float32)
+    fitted, _ = fnnet.fit(net, params, (np.asarray(X, np.float64), y), CE, optax.sgd(0.1), epochs=2)
+    assert {leaf.dtype for leaf in jax.tree.leaves(fitted)} == {jnp.dtype(jnp.float32)}

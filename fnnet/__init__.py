@@ -1,6 +1,6 @@
 """fnnet: purely functional neural networks on JAX, with hand-written, verified backprop."""
 
-from fnnet import activations, initializers, layers, losses, testing
+from fnnet import activations, datasets, initializers, layers, losses, testing
 from fnnet.backprop import backprop
 from fnnet.gradcheck import GradCheckReport, check_grads
 from fnnet.layers import Activation, Dense
@@ -16,6 +16,7 @@ __all__ = [
     "activations",
     "backprop",
     "check_grads",
+    "datasets",
     "fit",
     "fit_ensemble",
     "initializers",

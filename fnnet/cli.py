@@ -1,5 +1,6 @@
 """The `fnnet` command line (also `python -m fnnet`).
 
+    fnnet train [--data digits] [--hidden 64] [--optimizer adam] [--lr 1e-3] [--epochs 100] ...
     fnnet gradcheck [--sizes 4 8 3] [--activation tanh] [--loss mse] [--dtype float64] ...
     fnnet gradcheck --all
 
@@ -9,12 +10,24 @@ Exit status: 0 when every check passes, 1 when one fails, 2 for bad arguments.
 import argparse
 import json
 import sys
+import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-from fnnet import activations, losses
+from fnnet import activations, datasets, losses
 from fnnet.gradcheck import check_grads, random_batch
 from fnnet.network import mlp
+from fnnet.train import DivergenceError, GRAD_MODES, fit, metrics
+
+OPTIMIZERS = {
+    "sgd": optax.sgd,
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+}
 
 
 def _ints(text):
@@ -51,6 +64,29 @@ def _parser():
     check.add_argument("--all", action="store_true",
                        help="sweep every activation × loss on the network and print one row each")
     check.set_defaults(run=gradcheck, subparser=check)
+
+    train = commands.add_parser(
+        "train", help="train an MLP on a dataset, with a gradient check first",
+        description="Train an MLP with fnnet: gradient check, fused epochs, test metrics.")
+    train.add_argument("--data", default="digits", choices=datasets.NAMES, help="dataset (default digits)")
+    train.add_argument("--sizes", type=_ints, nargs="+",
+                       help="all layer widths, n_in first and n_out last (default: from --hidden and the data)")
+    train.add_argument("--hidden", type=_ints, nargs="+", default=[[64]],
+                       help="hidden widths when --sizes is not given (default 64)")
+    train.add_argument("--activation", default="relu", help="hidden activation (default relu)")
+    train.add_argument("--loss", default=None,
+                       help="default: sigmoid_binary_cross_entropy for 2 classes, else "
+                            "softmax_cross_entropy_with_integer_labels")
+    train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    train.add_argument("--epochs", type=int, default=100)
+    train.add_argument("--batch-size", type=int, default=64, help="0 for full batch (default 64)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--grad", choices=GRAD_MODES, default="backprop")
+    train.add_argument("--test-fraction", type=float, default=0.2)
+    train.add_argument("--plot", metavar="FILE.png", help="save loss/accuracy curves (needs matplotlib)")
+    train.add_argument("--json", action="store_true", help="print the results as JSON")
+    train.set_defaults(run=train_command, subparser=train)
     return parser
 
 
@@ -93,6 +129,144 @@ def gradcheck(args, parser) -> int:
         failed = sum(not r.ok for _, _, r in rows)
         print(f"{len(rows) - failed}/{len(rows)} activation × loss pairs pass ({args.dtype})")
     return 0 if all(r.ok for _, _, r in rows) else 1
+
+
+def _targets(loss, y, n_classes):
+    """Integer labels `(n,)` in the form `loss` expects."""
+    if loss.integer_labels:
+        return y
+    if loss is losses.sigmoid_binary_cross_entropy:
+        if n_classes != 2:
+            raise ValueError(f"--loss {loss.name} needs 2 classes; this dataset has {n_classes}")
+        return y[:, None].astype(jnp.float32)
+    return jax.nn.one_hot(y, n_classes, dtype=jnp.float32)
+
+
+def _prepare(args):
+    """(net, loss, optimizer, train, test) from the flags; ValueError on a bad combination."""
+    if args.lr <= 0 or not np.isfinite(args.lr):
+        raise ValueError(f"--lr must be a positive number, got {args.lr}")
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be ≥ 1, got {args.epochs}")
+    key = jax.random.key(args.seed)
+    k_data, k_split, k_init, k_fit = jax.random.split(key, 4)
+    data = datasets.load(args.data, k_data)
+    (X_train, y_train), (X_test, y_test) = datasets.split(data, k_split, args.test_fraction)
+    X_train, X_test, _ = datasets.standardize(X_train, X_test)
+    loss = losses.get(args.loss or ("sigmoid_binary_cross_entropy" if data.n_classes == 2
+                                     else "softmax_cross_entropy_with_integer_labels"))
+    n_out = 1 if loss is losses.sigmoid_binary_cross_entropy else data.n_classes
+    d = data.X.shape[1]
+    if args.sizes:
+        sizes = [n for group in args.sizes for n in group]
+        if sizes[0] != d or sizes[-1] != n_out:
+            raise ValueError(f"--sizes {','.join(map(str, sizes))} does not fit {args.data}: it has "
+                             f"{d} features and needs {n_out} outputs for {loss.name}; "
+                             f"e.g. --sizes {d},64,{n_out}")
+    else:
+        sizes = [d, *[n for group in args.hidden for n in group], n_out]
+    net = mlp(sizes, activation=args.activation, W_init="he_normal")
+    train = (X_train, _targets(loss, y_train, data.n_classes))
+    test = (X_test, _targets(loss, y_test, data.n_classes))
+    batch = None if args.batch_size == 0 else args.batch_size
+    if batch is not None and not 1 <= batch <= len(X_train):
+        raise ValueError(f"--batch-size must be in [1, {len(X_train)}] (the training examples) or 0, "
+                         f"got {args.batch_size}")
+    return net, loss, OPTIMIZERS[args.optimizer](args.lr), train, test, batch, k_init, k_fit
+
+
+def train_command(args, parser) -> int:
+    try:
+        net, loss, optimizer, train, test, batch, k_init, k_fit = _prepare(args)
+    except (ValueError, TypeError, ImportError) as e:
+        parser.error(str(e))
+    say = (lambda *a, **k: print(*a, **k, file=sys.stderr)) if args.json else print
+    params = net.init(k_init)
+    say(net)
+    n_check = min(32, len(train[0]))
+    report = check_grads(net, params, train[0][:n_check], train[1][:n_check], loss)
+    say(f"gradient check ({n_check} examples, float64): {report.message}")
+    if not report.ok:
+        say(report)
+        return 1
+
+    chunk = max(1, args.epochs // 20)
+    started, marks = time.perf_counter(), []
+
+    def progress(epoch, history):
+        marks.append((epoch, time.perf_counter()))
+        done = int(30 * epoch / args.epochs)
+        acc = f"  accuracy {history['accuracy'][-1]:.4f}" if "accuracy" in history else ""
+        val = f"  test accuracy {history['val_accuracy'][-1]:.4f}" if "val_accuracy" in history else ""
+        print(f"\r[{'#' * done}{'.' * (30 - done)}] epoch {epoch}/{args.epochs}  "
+              f"loss {history['loss'][-1]:.4f}{acc}{val}", end="", file=sys.stderr, flush=True)
+
+    try:
+        params, history = fit(net, params, train, loss, optimizer, epochs=args.epochs, batch_size=batch,
+                              key=k_fit, grad=args.grad, validation=test, log_every=chunk,
+                              callback=progress)
+    except DivergenceError as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 1
+    print(file=sys.stderr)
+    # per-epoch time after compilation: the chunks after the first
+    steady = ((marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
+              if len(marks) > 1 else (marks[0][1] - started) / args.epochs)
+    results = {
+        "data": args.data, "sizes": [net.in_shape[0], *[layer.n_out for layer in net.layers]],
+        "loss_name": loss.name, "optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs,
+        "batch_size": batch or len(train[0]), "grad": args.grad, "seed": args.seed,
+        "gradcheck_ok": report.ok,
+        "train": {k: float(v) for k, v in metrics(net, loss, params, *train).items()},
+        "test": {k: float(v) for k, v in metrics(net, loss, params, *test).items()},
+        "seconds_total": time.perf_counter() - started, "seconds_per_epoch": steady,
+    }
+    if args.plot:
+        _plot(args.plot, history, net, params, args, train)
+        results["plot"] = args.plot
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for part in ("train", "test"):
+            print(f"{part}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[part].items()))
+        print(f"{results['seconds_per_epoch'] * 1e3:.2f} ms per epoch after compilation, "
+              f"{results['seconds_total']:.1f} s in all")
+    return 0
+
+
+def _plot(path, history, net, params, args, train):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("fnnet train: --plot needs matplotlib: pip install 'fnnet[plot]'") from None
+    two_d = net.in_shape == (2,)
+    fig, axes = plt.subplots(1, 3 if two_d else 2, figsize=(15 if two_d else 10, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    axes[0].plot(epochs, history["loss"], label="train")
+    axes[0].plot(epochs, history["val_loss"], label="test")
+    axes[0].set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
+    if "accuracy" in history:
+        axes[1].plot(epochs, history["accuracy"], label="train")
+        axes[1].plot(epochs, history["val_accuracy"], label="test")
+    axes[1].set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in axes[:2]:
+        ax.legend()
+    if two_d:
+        X, y = np.asarray(train[0]), np.asarray(train[1])
+        lo, hi = X.min(0) - 0.5, X.max(0) + 0.5
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
+        out = np.asarray(net.apply(params, jnp.asarray(np.c_[gx.ravel(), gy.ravel()], jnp.float32)))
+        z = (out[:, 0] > 0) if out.shape[1] == 1 else out.argmax(1)
+        axes[2].contourf(gx, gy, z.reshape(gx.shape), alpha=0.3, cmap="coolwarm")
+        labels = y.reshape(len(y), -1).argmax(1) if y.ndim > 1 and y.shape[1] > 1 else y.ravel()
+        axes[2].scatter(X[:, 0], X[:, 1], c=labels, s=8, cmap="coolwarm")
+        axes[2].set(title="decision boundary (training data)")
+    fig.suptitle(f"fnnet train --data {args.data}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,7 @@
 uses `jax.grad` of the same loss; both give the same trajectory.
 """
 
+import functools
 from typing import Callable
 
 import jax
@@ -173,6 +174,13 @@ def _epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle):
     return run
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle):
+    """`_epochs_fn`, jitted once per setting: a second `fit` with the same network, loss,
+    optimizer object and shapes reuses the compiled program."""
+    return jax.jit(_epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle), donate_argnums=0)
+
+
 def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=None, key=None,
         grad="backprop", validation=None, opt_state=None, log_every=None, callback=None):
     """Train for `epochs` epochs, fused into one compiled `lax.scan` (or a few: see log_every).
@@ -235,7 +243,7 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     dtype = jax.tree.leaves(params)[0].dtype
     X, y = _cast_floating((X, y), dtype)  # float64 data must not promote float32 training
     validation = _cast_floating(validation, dtype)
-    run = jax.jit(_epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle), donate_argnums=0)
+    run = _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle)
     epoch_keys = jax.random.split(key if key is not None else jax.random.key(0), epochs)
     params = jax.tree.map(jnp.copy, params)  # the first chunk donates its inputs
     opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.copy, opt_state)
@@ -322,24 +330,38 @@ def fit_ensemble(net: Network, keys, data, loss, optimizer, *, epochs: int, batc
         if not callable(optimizer) or hasattr(optimizer, "update"):
             raise TypeError("fit_ensemble: with learning_rates, pass an optimizer factory such as "
                             "optax.sgd or optax.adam, not an optimizer")
-        opt = optax.inject_hyperparams(optimizer)(learning_rate=0.0)
+        opt = _injected(optimizer)
         rates = jnp.asarray(learning_rates, dtype)
         if rates.shape != (len(keys),):
             raise ValueError(f"fit_ensemble: learning_rates has shape {rates.shape}; expected "
                              f"({len(keys)},), one per key")
     X, y = _cast_floating((X, y), dtype)
     validation = _cast_floating(validation, dtype)
-    run = _epochs_fn(net, loss, opt, grad, n, batch_size, shuffle)
+    run = _compiled_ensemble(net, loss, opt, grad, n, batch_size, shuffle, epochs,
+                             jnp.dtype(dtype), rates is not None)
     epoch_keys = jax.random.split(key if key is not None else jax.random.key(0), epochs)
+    params, history = run(keys, rates, epoch_keys, X, y, validation)
+    return params, jax.tree.map(np.asarray, history)
 
-    def one(init_key, rate):
+
+@functools.lru_cache(maxsize=16)
+def _injected(optimizer_factory):
+    """`optimizer_factory` with its learning rate in the state, one object per factory."""
+    return optax.inject_hyperparams(optimizer_factory)(learning_rate=0.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_ensemble(net, loss, opt, grad, n, batch_size, shuffle, epochs, dtype, sweep):
+    """jit(vmap over models) of whole training runs, compiled once per setting."""
+    run = _epochs_fn(net, loss, opt, grad, n, batch_size, shuffle)
+
+    def one(init_key, rate, epoch_keys, X, y, validation):
         params = net.init(init_key, dtype)
         opt_state = opt.init(params)
-        if rate is not None:
+        if sweep:
             opt_state.hyperparams["learning_rate"] = rate
         state, history = run((params, opt_state, jnp.array(-1, jnp.int32)), epoch_keys,
                              jnp.arange(epochs), X, y, validation)
         return state[0], history | {"diverged_at": state[2]}
 
-    params, history = jax.jit(jax.vmap(one))(keys, rates)
-    return params, jax.tree.map(np.asarray, history)
+    return jax.jit(jax.vmap(one, in_axes=(0, 0 if sweep else None, None, None, None, None)))

@@ -76,3 +76,44 @@ def test_gradcheck_exits_1_and_names_the_leaf_when_backprop_is_wrong():
 def test_bad_flags_exit_2_with_a_message(args, message):
     result = fnnet(*args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_train_end_to_end_with_plot_and_json(tmp_path):
+    plot = tmp_path / "curves.png"
+    result = fnnet("train", "--data", "moons", "--hidden", "16,16", "--epochs", "60", "--batch-size", "32",
+                   "--lr", "1e-2", "--plot", str(plot), "--json")
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout)
+    assert results["gradcheck_ok"] and results["sizes"] == [2, 16, 16, 1]
+    assert results["loss_name"] == "sigmoid_binary_cross_entropy"
+    assert results["test"]["accuracy"] >= 0.95  # moons is learnt
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    assert "gradient check (32 examples, float64): PASS" in result.stderr
+    assert "epoch 60/60" in result.stderr
+
+
+def test_train_prints_metrics():
+    result = fnnet("train", "--data", "xor", "--hidden", "8", "--epochs", "300", "--batch-size", "0",
+                   "--optimizer", "sgd", "--lr", "1.0", "--grad", "autodiff")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-3].startswith("train: loss ") and lines[-2].startswith("test: loss ")
+    assert "ms per epoch after compilation" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--data", "mnist"], "invalid choice: 'mnist'"),
+        (["--data", "digits", "--sizes", "10,32,10"], "--sizes 10,32,10 does not fit digits: it has 64 features"),
+        (["--data", "moons", "--sizes", "2,8,2"], "needs 1 outputs for sigmoid_binary_cross_entropy"),
+        (["--data", "xor", "--batch-size", "100"], "--batch-size must be in [1, 3]"),
+        (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
+        (["--epochs", "0"], "--epochs must be ≥ 1, got 0"),
+        (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
+        (["--data", "digits", "--loss", "bce"], "needs 2 classes; this dataset has 10"),
+    ],
+)
+def test_train_rejects_bad_flags(args, message):
+    result = fnnet("train", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

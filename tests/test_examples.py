@@ -35,3 +35,26 @@ def test_xor_reports_failure_with_nonzero_exit():
 def test_xor_rejects_bad_flags():
     result = run("xor.py", "--lr", "-1")
     assert result.returncode == 2 and "--lr > 0" in result.stderr
+
+
+def test_digits_reaches_97_percent_mean_test_accuracy():
+    result = run("digits.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "gradient check: PASS" in result.stdout
+    accuracies = [float(a) for a in re.findall(r"split \d: test accuracy ([\d.]+)%", result.stdout)]
+    assert len(accuracies) == 5 and sum(accuracies) / 5 >= 97.0
+
+
+def test_ensemble_trains_64_models_in_one_call():
+    result = run("ensemble.py", "--epochs", "500")
+    assert result.returncode == 0, result.stdout + result.stderr
+    converged = int(re.search(r"(\d+)/64 models reach 100% accuracy", result.stdout).group(1))
+    assert converged >= 32  # about 2/3 of 2-4-1 ReLU initialisations solve XOR
+    assert re.search(r"the ensemble costs [\d.]+× one model", result.stdout)
+
+
+def test_per_example_gradients_find_flipped_labels():
+    result = run("per_example_grads.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    found, total = map(int, re.search(r"largest \d+ gradient norms: (\d+) of them are the (\d+)", result.stdout).groups())
+    assert found / total >= 0.5

@@ -19,8 +19,9 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-def test_main_command_runs_the_xor_example():
-    assert any(c.endswith("examples/xor.py") for c in _commands())
+def test_main_command_trains_with_gradient_verification():
+    main = next(c for c in _commands() if "pytest" not in c)
+    assert main.endswith("fnnet train --data digits") and '".[data]"' in main
 
 
 def test_quickstart_runs_and_its_claim_holds():

@@ -205,3 +205,26 @@ def test_float64_data_trains_float32_params_in_float32():
     net, params, X, y = problem(jnp.float32)
     fitted, _ = fnnet.fit(net, params, (np.asarray(X, np.float64), y), CE, optax.sgd(0.1), epochs=2)
     assert {leaf.dtype for leaf in jax.tree.leaves(fitted)} == {jnp.dtype(jnp.float32)}
+
+
+def test_a_second_fit_reuses_the_compiled_epochs():
+    net, params, X, y = problem(jnp.float32)
+    optimizer = optax.sgd(0.1)
+    fnnet.fit(net, params, (X, y), CE, optimizer, epochs=3)
+    before = fnnet.train._compiled_epochs.cache_info().hits
+    fnnet.fit(net, params, (X + 1, y), CE, optimizer, epochs=3)
+    assert fnnet.train._compiled_epochs.cache_info().hits == before + 1
+
+
+@pytest.mark.parametrize("name,minimum", [("breast_cancer", 0.95), ("spirals", 0.95), ("moons", 0.95)])
+def test_real_and_synthetic_data_are_learnt(name, minimum):
+    key = jax.random.key(0)
+    k_data, k_split, k_init, k_fit = jax.random.split(key, 4)
+    data = fnnet.datasets.load(name, k_data)
+    (X_train, y_train), (X_test, y_test) = fnnet.datasets.split(data, k_split, 0.2)
+    X_train, X_test, _ = fnnet.datasets.standardize(X_train, X_test)
+    net = fnnet.mlp([X_train.shape[1], 32, 32, 1], activation="relu", W_init="he_normal")
+    y_train, y_test = y_train[:, None].astype(jnp.float32), y_test[:, None].astype(jnp.float32)
+    params, _ = fnnet.fit(net, net.init(k_init), (X_train, y_train), BCE, optax.adam(1e-2), epochs=200,
+                          batch_size=32, key=k_fit)
+    assert fnnet.train.metrics(net, BCE, params, X_test, y_test)["accuracy"] >= minimum

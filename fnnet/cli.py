@@ -151,8 +151,11 @@ def _prepare(args):
     key = jax.random.key(args.seed)
     k_data, k_split, k_init, k_fit = jax.random.split(key, 4)
     data = datasets.load(args.data, k_data)
-    (X_train, y_train), (X_test, y_test) = datasets.split(data, k_split, args.test_fraction)
-    X_train, X_test, _ = datasets.standardize(X_train, X_test)
+    if args.data == "xor":  # 4 points, all needed: trained and evaluated on all, as the textbook
+        (X_train, y_train), (X_test, y_test) = (data.X, data.y), (data.X, data.y)
+    else:
+        (X_train, y_train), (X_test, y_test) = datasets.split(data, k_split, args.test_fraction)
+        X_train, X_test, _ = datasets.standardize(X_train, X_test)
     loss = losses.get(args.loss or ("sigmoid_binary_cross_entropy" if data.n_classes == 2
                                      else "softmax_cross_entropy_with_integer_labels"))
     n_out = 1 if loss is losses.sigmoid_binary_cross_entropy else data.n_classes
@@ -198,8 +201,10 @@ def train_command(args, parser) -> int:
         done = int(30 * epoch / args.epochs)
         acc = f"  accuracy {history['accuracy'][-1]:.4f}" if "accuracy" in history else ""
         val = f"  test accuracy {history['val_accuracy'][-1]:.4f}" if "val_accuracy" in history else ""
-        print(f"\r[{'#' * done}{'.' * (30 - done)}] epoch {epoch}/{args.epochs}  "
-              f"loss {history['loss'][-1]:.4f}{acc}{val}", end="", file=sys.stderr, flush=True)
+        tty = sys.stderr.isatty()  # redraw one line on a terminal, a line per update in a log
+        bar = f"[{'#' * done}{'.' * (30 - done)}] epoch {epoch}/{args.epochs}"
+        print(("\r" if tty else "") + f"{bar}  loss {history['loss'][-1]:.4f}{acc}{val}",
+              end="" if tty else "\n", file=sys.stderr, flush=True)
 
     try:
         params, history = fit(net, params, train, loss, optimizer, epochs=args.epochs, batch_size=batch,
@@ -208,7 +213,8 @@ def train_command(args, parser) -> int:
     except DivergenceError as e:
         print(f"\n{e}", file=sys.stderr)
         return 1
-    print(file=sys.stderr)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
     # per-epoch time after compilation: the chunks after the first
     steady = ((marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
               if len(marks) > 1 else (marks[0][1] - started) / args.epochs)

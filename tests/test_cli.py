@@ -98,6 +98,7 @@ def test_train_prints_metrics():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[-3].startswith("train: loss ") and lines[-2].startswith("test: loss ")
+    assert lines[-2].endswith("accuracy 1.0000")  # xor: trained and evaluated on its 4 points
     assert "ms per epoch after compilation" in lines[-1]
 
 
@@ -107,7 +108,7 @@ def test_train_prints_metrics():
         (["--data", "mnist"], "invalid choice: 'mnist'"),
         (["--data", "digits", "--sizes", "10,32,10"], "--sizes 10,32,10 does not fit digits: it has 64 features"),
         (["--data", "moons", "--sizes", "2,8,2"], "needs 1 outputs for sigmoid_binary_cross_entropy"),
-        (["--data", "xor", "--batch-size", "100"], "--batch-size must be in [1, 3]"),
+        (["--data", "xor", "--batch-size", "100"], "--batch-size must be in [1, 4]"),
         (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
         (["--epochs", "0"], "--epochs must be ≥ 1, got 0"),
         (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),

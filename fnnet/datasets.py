@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnet._checks import check_key
+
 INSTALL_HINT = "pip install 'fnnet[data]'"
 
 
@@ -123,7 +125,7 @@ def moons(key, n: int = 200, noise: float = 0.1) -> Dataset:
     >>> moons(jax.random.key(0), n=3)
     Dataset(name='moons', n=3, d=2, n_classes=2)
     """
-    _check_key("moons", key)
+    check_key("moons", key)
     _check_args("moons", n, noise)
     return _dataset("moons", *_moons(key, int(n), noise), 2)
 
@@ -145,7 +147,7 @@ def spirals(key, n: int = 200, noise: float = 0.05, turns: float = 1.5) -> Datas
     Returns:
       A `Dataset`: X `(n, 2)` float32, y `(n,)` int32 in {0, 1}, shuffled.
     """
-    _check_key("spirals", key)
+    check_key("spirals", key)
     _check_args("spirals", n, noise)
     _check_positive("spirals", "turns", turns)
     return _dataset("spirals", *_spirals(key, int(n), noise, turns), 2)
@@ -167,7 +169,7 @@ def circles(key, n: int = 200, noise: float = 0.05, factor: float = 0.5) -> Data
     Returns:
       A `Dataset`: X `(n, 2)` float32, y `(n,)` int32 in {0, 1}, shuffled.
     """
-    _check_key("circles", key)
+    check_key("circles", key)
     _check_args("circles", n, noise)
     if not (_is_real(factor) and 0 < factor < 1):
         raise ValueError(
@@ -351,7 +353,7 @@ def split(data, key, test_fraction: float = 0.2, stratify: bool = True):
     """
     # On the host: the sizes depend on the labels, and numpy indexing compiles nothing.
     X, y = (np.asarray(data.X), np.asarray(data.y)) if isinstance(data, Dataset) else _pair(data)
-    _check_key("split", key)
+    check_key("split", key)
     n = X.shape[0] if X.ndim else 0
     if y.ndim == 0 or y.shape[0] != n:
         raise ValueError(
@@ -458,15 +460,6 @@ def _standardize(X_train, X_test):
 
 
 # ---------- argument checks ----------
-
-
-def _check_key(where, key):
-    if not (isinstance(key, jax.Array)
-            and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,))):
-        raise TypeError(
-            f"{where}: expected a JAX random key such as jax.random.key(0), "
-            f"got {type(key).__name__} {key!r}"
-        )
 
 
 def _is_real(x) -> bool:

@@ -29,7 +29,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from fnnet import losses as losses_lib
-from fnnet._trees import shape_mismatches, structure_mismatch
+from fnnet._checks import shape_mismatches, structure_mismatch
 from fnnet.backprop import backprop
 from fnnet.network import Network
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from fnnet._trees import shape_mismatches, structure_mismatch
+from fnnet._checks import check_key, shape_mismatches, structure_mismatch
 from fnnet.layers import Dense, Layer
 
 
@@ -43,12 +43,7 @@ class Network:
 
     def init(self, key, dtype=jnp.float32) -> list:
         """Fresh parameters from `key` (a `jax.random.key`), leaves of `dtype`."""
-        if not (isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-                                                or key.shape == (2,))):
-            raise TypeError(
-                f"Network.init: expected a JAX random key such as jax.random.key(0), "
-                f"got {type(key).__name__} {key!r}"
-            )
+        check_key("Network.init", key)
         return _init_layers(self, key, dtype)[0]
 
     @functools.cached_property

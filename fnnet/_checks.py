@@ -1,4 +1,4 @@
-"""Comparing a pytree with the one it should match, for error messages."""
+"""Input checks shared across modules: random keys, and pytrees against the tree they should match."""
 
 import jax
 import jax.numpy as jnp
@@ -26,3 +26,13 @@ def shape_mismatches(got, expected):
         for (path, g), e in zip(jax.tree.flatten_with_path(got)[0], jax.tree.leaves(expected))
         if jnp.shape(g) != jnp.shape(e)
     ]
+
+
+def check_key(where: str, key):
+    """Raise a TypeError unless `key` is a JAX random key (typed, or raw uint32 of shape (2,))."""
+    if not (isinstance(key, jax.Array)
+            and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,))):
+        raise TypeError(
+            f"{where}: expected a JAX random key such as jax.random.key(0), "
+            f"got {type(key).__name__} {key!r}"
+        )

@@ -215,6 +215,9 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     Raises:
       DivergenceError: the loss or params became non-finite; it names the epoch and
         step and carries the last finite params.
+
+    The compiled program is cached per network, loss, optimizer object, grad mode
+    and shapes: pass the same optimizer object to reuse it across calls.
     """
     loss = losses_lib.get(loss)
     _check_optimizer(optimizer)

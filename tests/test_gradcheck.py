@@ -147,7 +147,7 @@ def test_relu_kinks_are_not_false_alarms():
 # The whole activation × loss table is swept by `fnnet gradcheck --all` in test_cli.py.
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(sizes=st.lists(st.integers(1, 12), min_size=2, max_size=5),
        act=st.sampled_from(activations.ALL), loss=st.sampled_from(losses.ALL),
        m=st.integers(1, 16), seed=st.integers(0, 2**16))

@@ -2,6 +2,7 @@
 
 from fnnet import activations, datasets, initializers, layers, losses, testing
 from fnnet.backprop import backprop
+from fnnet.checkpoint import Checkpoint, load, save
 from fnnet.gradcheck import GradCheckReport, check_grads
 from fnnet.layers import Activation, Dense
 from fnnet.network import Network, mlp
@@ -9,6 +10,7 @@ from fnnet.train import DivergenceError, fit, fit_ensemble, per_example_grads, t
 
 __all__ = [
     "Activation",
+    "Checkpoint",
     "Dense",
     "DivergenceError",
     "GradCheckReport",
@@ -21,9 +23,11 @@ __all__ = [
     "fit_ensemble",
     "initializers",
     "layers",
+    "load",
     "losses",
     "mlp",
     "per_example_grads",
+    "save",
     "testing",
     "train_step",
 ]

@@ -58,4 +58,5 @@ def _backprop(net, loss, params, X, y):
     for layer, p, cache in zip(reversed(net.layers), reversed(params), reversed(caches)):
         dp, delta = layer.backward(p, cache, delta)
         grads.append(dp)
-    return value, grads[::-1]
+    # As jax.grad does: each gradient in its parameter's dtype, whatever the data's.
+    return value, jax.tree.map(lambda g, p: g.astype(p.dtype), grads[::-1], params)

@@ -265,3 +265,15 @@ def test_all_table_cases_are_distinct():
     widths = set(itertools.chain.from_iterable(s for s, _, _ in ARCHITECTURES))
     batches = {m for _, _, m in ARCHITECTURES}
     assert depths == set(range(1, 7)) and {1, 64} <= widths and {1, 128} <= batches
+
+
+def test_gradients_keep_the_parameters_dtype_like_jax_grad():
+    # float64 data promotes the arithmetic; the gradient still comes back in float32, as jax.grad's.
+    net = fnnet.mlp([2, 4, 1])
+    params = net.init(jax.random.key(0), jnp.float32)
+    X, y = jnp.asarray(XOR_X, jnp.float64), jnp.asarray(XOR_Y, jnp.float64)
+    _, grads = fnnet.backprop(net, params, X, y, "bce")
+    _, ref = autodiff(net, losses.sigmoid_binary_cross_entropy, params, X, y)
+    assert jax.tree.map(lambda g: g.dtype, grads) == jax.tree.map(lambda r: r.dtype, ref)
+    assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
+    assert tree_rel_error(grads, ref) <= 1e-6

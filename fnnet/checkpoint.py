@@ -1,0 +1,278 @@
+"""Checkpoints: parameters, optimizer state, network description and metadata in one file.
+
+The file is a zip archive holding `manifest.json` and one raw `.npy` array per
+leaf. Nothing is ever unpickled: arrays are read with `allow_pickle=False` and
+everything else is JSON, so loading a file cannot execute code. Leaves are
+stored as their raw bits (with their dtype name in the manifest), so the round
+trip is bit-exact for every dtype, bfloat16 and float16 included, and for typed
+PRNG keys. A write goes to a temporary file in the same directory, is flushed
+and fsynced, then atomically renamed over the target: a process killed in the
+middle of `save` leaves the previous checkpoint intact.
+
+    fnnet.save("run/latest.fnnet", params, opt_state, net=net, metadata={"epoch": 10})
+    ckpt = fnnet.load("run/latest.fnnet", optimizer=optimizer)
+    ckpt.params, ckpt.opt_state, ckpt.net, ckpt.metadata
+"""
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet import activations, initializers
+from fnnet.layers import Activation, Dense
+from fnnet.network import Network
+
+FORMAT = "fnnet-checkpoint"
+VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """What `load` returns.
+
+    Attributes:
+      params: the parameter tree (lists and dicts of arrays), as saved.
+      opt_state: the optimizer state (None unless saved and `optimizer` given).
+      net: the `Network` rebuilt from its description (None if none was saved).
+      metadata: the JSON metadata saved with it (a dict).
+    """
+
+    params: object
+    opt_state: object
+    net: "Network | None"
+    metadata: dict
+
+
+def save(path, params, opt_state=None, *, net: "Network | None" = None, metadata=None) -> None:
+    """Write a checkpoint to `path` atomically (see the module docstring).
+
+    Args:
+      path: file to (over)write; its directory must exist.
+      params: parameter tree of lists, tuples and dicts with str keys, leaves arrays.
+      opt_state: optional optax state (restored by `load(..., optimizer=...)`).
+      net: optional network, stored as a description so `load` can rebuild it.
+      metadata: optional JSON-serialisable dict (epoch, metrics, ...).
+    """
+    if net is not None:
+        net.check_params(params)
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"save: metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        metadata_json = json.loads(json.dumps(metadata or {}))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"save: metadata must be JSON-serialisable: {e}") from None
+    arrays, manifest = {}, {"format": FORMAT, "version": VERSION, "metadata": metadata_json}
+    manifest["params"] = _encode_tree(params, arrays, "params")
+    manifest["params_structure"] = _structure(params, "params")
+    if opt_state is not None:
+        manifest["opt_state"] = _encode_tree(opt_state, arrays, "opt_state")
+    if net is not None:
+        manifest["net"] = network_to_json(net)
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fnnet-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as archive:
+                archive.writestr("manifest.json", json.dumps(manifest, indent=1))
+                for name, array in arrays.items():
+                    buffer = io.BytesIO()
+                    np.lib.format.write_array(buffer, array, allow_pickle=False)
+                    archive.writestr(name, buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a crash
+    finally:
+        os.close(dir_fd)
+
+
+def load(path, *, net: "Network | None" = None, optimizer=None) -> Checkpoint:
+    """Read a checkpoint written by `save`; never executes code from the file.
+
+    Args:
+      path: the checkpoint file.
+      net: optional network the params must fit (checked by key path and shape),
+        and that must equal the saved description when there is one.
+      optimizer: needed to restore `opt_state`: its `init` gives the expected
+        structure, and a state saved by another optimizer is rejected.
+
+    Raises:
+      ValueError: not a checkpoint, truncated or corrupted, or not matching
+        `net` / `optimizer`; the message names the problem.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            if manifest.get("format") != FORMAT:
+                raise ValueError(f"{path}: not an fnnet checkpoint (format {manifest.get('format')!r})")
+            if manifest.get("version") != VERSION:
+                raise ValueError(f"{path}: checkpoint version {manifest.get('version')}; this fnnet "
+                                 f"reads version {VERSION}")
+            leaves = {name: _read_array(archive, name) for name in archive.namelist()
+                      if name != "manifest.json"}
+    except (zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable fnnet checkpoint (truncated or corrupted?): {e}") from None
+
+    params = _decode_structure(manifest["params_structure"],
+                               _decode_leaves(manifest["params"], leaves, path))
+    saved_net = network_from_json(manifest["net"]) if "net" in manifest else None
+    if net is not None:
+        if saved_net is not None and saved_net != net:
+            raise ValueError(f"{path}: saved for a different network:\n{saved_net}\nbut got\n{net}")
+        net.check_params(params)
+    opt_state = None
+    if "opt_state" in manifest and optimizer is not None:
+        opt_state = _restore_opt_state(manifest["opt_state"], leaves, optimizer, params, path)
+    return Checkpoint(params, opt_state, saved_net if saved_net is not None else net,
+                      manifest.get("metadata", {}))
+
+
+def _read_array(archive, name):
+    with archive.open(name) as f:
+        try:
+            return np.lib.format.read_array(io.BytesIO(f.read()), allow_pickle=False)
+        except ValueError as e:  # object arrays need pickle: refused
+            raise ValueError(f"array {name!r}: {e}") from None
+
+
+def _encode_tree(tree, arrays, prefix):
+    """Store every leaf's raw bits in `arrays`; return [{path, name, dtype, shape, key_impl}]."""
+    entries = []
+    for i, (path, leaf) in enumerate(jax.tree.flatten_with_path(tree)[0]):
+        leaf = jnp.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf
+        entry = {"path": jax.tree_util.keystr(path), "name": f"{prefix}/{i}.npy"}
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            entry["key_impl"] = str(jax.random.key_impl(leaf))
+            leaf = jax.random.key_data(leaf)
+        host = np.asarray(leaf)
+        entry |= {"dtype": jnp.dtype(host.dtype).name, "shape": list(host.shape)}
+        bits = host.view(f"u{host.dtype.itemsize}") if host.dtype.itemsize in (1, 2, 4, 8) else host
+        arrays[entry["name"]] = np.array(bits, order="C")  # (ascontiguousarray would make 0-d 1-d)
+        entries.append(entry)
+    return entries
+
+
+def _decode_leaves(entries, arrays, path):
+    leaves = []
+    for entry in entries:
+        if entry["name"] not in arrays:
+            raise ValueError(f"{path}: leaf {entry['path']} is missing from the file (corrupted?)")
+        bits = arrays[entry["name"]]
+        dtype = jnp.dtype(entry["dtype"])
+        if bits.itemsize != dtype.itemsize or list(bits.shape) != entry["shape"]:
+            raise ValueError(f"{path}: leaf {entry['path']} holds {bits.shape} of {bits.itemsize}-byte "
+                             f"values, the manifest says {tuple(entry['shape'])} {dtype} (corrupted?)")
+        leaf = jnp.asarray(bits.view(dtype))
+        if "key_impl" in entry:
+            leaf = jax.random.wrap_key_data(leaf, impl=entry["key_impl"])
+        leaves.append(leaf)
+    return leaves
+
+
+def _structure(tree, where):
+    """The container skeleton of a tree of lists/tuples/dicts as JSON, leaves as null."""
+    if isinstance(tree, dict):
+        if not all(isinstance(k, str) for k in tree):
+            raise TypeError(f"save: {where} has non-str dict keys; checkpoints store str keys only")
+        return {"dict": {k: _structure(v, f"{where}[{k!r}]") for k, v in sorted(tree.items())}}
+    if isinstance(tree, (list, tuple)):
+        return {type(tree).__name__: [_structure(v, f"{where}[{i}]") for i, v in enumerate(tree)]}
+    if tree is None:
+        return {"none": None}
+    if isinstance(tree, (jax.Array, np.ndarray, float, int)):
+        return None
+    raise TypeError(f"save: {where} is a {type(tree).__name__}; params must be lists, tuples and "
+                    f"dicts of arrays (pass optimizer state as opt_state)")
+
+
+def _decode_structure(structure, leaves):
+    leaves = iter(leaves)
+
+    def build(node):
+        if node is None:
+            return next(leaves)
+        (kind, value), = node.items()
+        if kind == "dict":
+            return {k: build(v) for k, v in value.items()}
+        if kind == "none":
+            return None
+        return (list if kind == "list" else tuple)(build(v) for v in value)
+
+    return build(structure)
+
+
+def _restore_opt_state(entries, arrays, optimizer, params, path):
+    template = optimizer.init(params)
+    expected = jax.tree.flatten_with_path(template)[0]
+    saved_paths = [e["path"] for e in entries]
+    want_paths = [jax.tree_util.keystr(p) for p, _ in expected]
+    if saved_paths != want_paths:
+        raise ValueError(
+            f"{path}: the saved optimizer state does not fit this optimizer (saved by another "
+            f"optimizer?): saved leaves {saved_paths[:4]}{'…' if len(saved_paths) > 4 else ''}, "
+            f"expected {want_paths[:4]}{'…' if len(want_paths) > 4 else ''}"
+        )
+    leaves = _decode_leaves(entries, arrays, path)
+    for (p, want), got in zip(expected, leaves):
+        if jnp.shape(want) != got.shape or jnp.asarray(want).dtype != got.dtype:
+            raise ValueError(f"{path}: optimizer state {jax.tree_util.keystr(p)} is {got.shape} "
+                             f"{got.dtype}, this optimizer expects {jnp.shape(want)} "
+                             f"{jnp.asarray(want).dtype}")
+    return jax.tree.unflatten(jax.tree.structure(template), leaves)
+
+
+def network_to_json(net: Network) -> dict:
+    """A JSON description of `net` (built-in activations and initializers only)."""
+    def activation(a):
+        if activations._BY_NAME.get(a.name) is None or activations._BY_NAME[a.name].fn is not a.fn:
+            raise ValueError(f"save: activation {a!r} is not one of fnnet's; a custom activation "
+                             f"cannot be described in a checkpoint (save without net=)")
+        return {"name": a.name, "params": dict(a.params)}
+
+    def initializer(i):
+        if initializers._BY_NAME.get(i.name) is not i:
+            raise ValueError(f"save: initializer {i!r} is not one of fnnet's (save without net=)")
+        return i.name
+
+    layers = []
+    for layer in net.layers:
+        if isinstance(layer, Dense):
+            layers.append({"type": "Dense", "n_out": layer.n_out, "activation": activation(layer.activation),
+                           "W_init": initializer(layer.W_init), "b_init": initializer(layer.b_init)})
+        elif isinstance(layer, Activation):
+            layers.append({"type": "Activation", "activation": activation(layer.activation)})
+        else:
+            raise ValueError(f"save: layer {layer!r} cannot be described in a checkpoint")
+    return {"in_shape": list(net.in_shape), "layers": layers}
+
+
+def network_from_json(description: dict) -> Network:
+    """The `Network` that `network_to_json` described."""
+    def activation(d):
+        return activations.get(d["name"]).replace(**d["params"]) if d["params"] else activations.get(d["name"])
+
+    layers = []
+    for d in description["layers"]:
+        if d["type"] == "Dense":
+            layers.append(Dense(d["n_out"], activation(d["activation"]), d["W_init"], d["b_init"]))
+        elif d["type"] == "Activation":
+            layers.append(Activation(activation(d["activation"])))
+        else:
+            raise ValueError(f"unknown layer type {d['type']!r} in the checkpoint's network description")
+    return Network(tuple(description["in_shape"]), tuple(layers))

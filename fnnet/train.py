@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from fnnet import losses as losses_lib
+from fnnet._checks import shape_mismatches, structure_mismatch
 from fnnet.backprop import backprop
 from fnnet.network import Network
 
@@ -182,7 +183,8 @@ def _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle):
 
 
 def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=None, key=None,
-        grad="backprop", validation=None, opt_state=None, log_every=None, callback=None):
+        grad="backprop", validation=None, opt_state=None, log_every=None, callback=None,
+        initial_epoch=0, return_opt_state=False):
     """Train for `epochs` epochs, fused into one compiled `lax.scan` (or a few: see log_every).
 
     Each epoch draws a fresh permutation of the data from `key` on the device and
@@ -190,7 +192,9 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     examples; the `n mod batch_size` examples left over by that permutation are
     dropped for that epoch (a different few each epoch), so every step averages
     over the same number of examples. `batch_size=None` is full-batch training
-    (no shuffling, no key needed). Epoch e uses `jax.random.split(key, epochs)[e]`.
+    (no shuffling, no key needed). Epoch e shuffles with `jax.random.fold_in(key, e)`,
+    so a run continued with `initial_epoch` and the saved `opt_state` is bit-identical
+    to an uninterrupted one.
 
     Args:
       net, params: the network and its starting parameters (not modified).
@@ -204,11 +208,14 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
       validation: optional `(X_val, y_val)`, evaluated after every epoch.
       opt_state: optimizer state to continue from (default `optimizer.init(params)`).
       log_every: run the epochs in compiled chunks of this many, calling
-        `callback(epoch, history)` on the host after each (epoch = epochs done).
+        `callback(epoch, history)` on the host after each (epoch = epochs done,
+        counting from 0 even when `initial_epoch` > 0).
       callback: see `log_every`; e.g. a progress bar.
+      initial_epoch: number of the first epoch (to resume a run).
+      return_opt_state: also return the final optimizer state.
 
     Returns:
-      `(params, history)`: final params and a dict of numpy arrays of shape
+      `(params, history)` (or `(params, opt_state, history)`): final params and a dict of numpy arrays of shape
       `(epochs,)`: "loss" and (for classification) "accuracy", the means over the
       epoch's steps, and "val_loss", "val_accuracy" with `validation`.
 
@@ -242,19 +249,26 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     log_every = epochs if log_every is None else log_every
     if not (isinstance(log_every, int) and log_every >= 1):
         raise ValueError(f"fit: log_every must be a positive int, got {log_every!r}")
+    if not (isinstance(initial_epoch, int) and initial_epoch >= 0):
+        raise ValueError(f"fit: initial_epoch must be an int ≥ 0, got {initial_epoch!r}")
+    for name, arrays in (("data", (X, y)), ("validation", validation)):
+        _check_finite(name, arrays)
+    if opt_state is not None:
+        _check_opt_state(opt_state, optimizer, params)
 
     dtype = jax.tree.leaves(params)[0].dtype
     X, y = _cast_floating((X, y), dtype)  # float64 data must not promote float32 training
     validation = _cast_floating(validation, dtype)
     run = _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle)
-    epoch_keys = jax.random.split(key if key is not None else jax.random.key(0), epochs)
+    epoch_ids = jnp.arange(initial_epoch, initial_epoch + epochs)
+    epoch_keys = _epoch_keys(key, epoch_ids)
     params = jax.tree.map(jnp.copy, params)  # the first chunk donates its inputs
     opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.copy, opt_state)
     state = (params, opt_state, jnp.array(-1, jnp.int32))
     chunks = []
     for start in range(0, epochs, log_every):
         stop = min(start + log_every, epochs)
-        state, history = run(state, epoch_keys[start:stop], jnp.arange(start, stop), X, y, validation)
+        state, history = run(state, epoch_keys[start:stop], epoch_ids[start:stop], X, y, validation)
         chunks.append(jax.tree.map(np.asarray, history))
         first_bad = int(state[2])
         if first_bad >= 0:
@@ -262,10 +276,43 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
             epoch, step = divmod(first_bad, n_batches)
             done = _concat(chunks)
             raise DivergenceError(epoch, step, state[0], state[1],
-                                  {k: v[:epoch] for k, v in done.items()})
+                                  {k: v[: epoch - initial_epoch] for k, v in done.items()})
         if callback is not None:
             callback(stop, _concat(chunks))
+    if return_opt_state:
+        return state[0], state[1], _concat(chunks)
     return state[0], _concat(chunks)
+
+
+def _epoch_keys(key, epoch_ids):
+    """The shuffling key of each epoch: fold_in(key, e), independent of how a run is split."""
+    key = key if key is not None else jax.random.key(0)
+    return jax.vmap(lambda e: jax.random.fold_in(key, e))(epoch_ids)
+
+
+def _check_finite(name, arrays):
+    """ValueError naming the first non-finite row of concrete floating arrays (X, y)."""
+    if arrays is None:
+        return
+    for which, a in zip(("X", "y"), arrays):
+        if isinstance(a, jax.core.Tracer):
+            continue
+        a = np.asarray(a)
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            row = int(np.argwhere(~np.isfinite(a))[0][0])
+            raise ValueError(f"fit: {name} {which} has non-finite values (first in row {row}: "
+                             f"{a[row].tolist()[:8]}); clean or impute them before training")
+
+
+def _check_opt_state(opt_state, optimizer, params):
+    expected = jax.eval_shape(optimizer.init, params)
+    detail = structure_mismatch(opt_state, expected)
+    if not detail and shape_mismatches(opt_state, expected):
+        path, got, want = shape_mismatches(opt_state, expected)[0]
+        detail = f"{jax.tree_util.keystr(path)} has shape {got}, expected {want}"
+    if detail:
+        raise ValueError(f"fit: opt_state does not match this optimizer and params (from another "
+                         f"optimizer?): {detail}")
 
 
 def _cast_floating(tree, dtype):
@@ -342,8 +389,7 @@ def fit_ensemble(net: Network, keys, data, loss, optimizer, *, epochs: int, batc
     validation = _cast_floating(validation, dtype)
     run = _compiled_ensemble(net, loss, opt, grad, n, batch_size, shuffle, epochs,
                              jnp.dtype(dtype), rates is not None)
-    epoch_keys = jax.random.split(key if key is not None else jax.random.key(0), epochs)
-    params, history = run(keys, rates, epoch_keys, X, y, validation)
+    params, history = run(keys, rates, _epoch_keys(key, jnp.arange(epochs)), X, y, validation)
     return params, jax.tree.map(np.asarray, history)
 
 

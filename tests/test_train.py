@@ -91,8 +91,8 @@ def test_minibatch_fit_equals_steps_on_the_documented_shuffle():
     fitted, history = fnnet.fit(net, params, (X, y), CE, optimizer, epochs=6, batch_size=8, key=key)
     step = fnnet.train_step(net, CE, optimizer, donate=False)
     p, s = params, optimizer.init(params)
-    for epoch_key in jax.random.split(key, 6):
-        order = jax.random.permutation(epoch_key, 37)
+    for epoch in range(6):
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), 37)
         for b in range(4):
             idx = order[8 * b : 8 * b + 8]
             p, s, _ = step(p, s, X[idx], y[idx])
@@ -228,3 +228,27 @@ def test_real_and_synthetic_data_are_learnt(name, minimum):
     params, _ = fnnet.fit(net, net.init(k_init), (X_train, y_train), BCE, optax.adam(1e-2), epochs=200,
                           batch_size=32, key=k_fit)
     assert fnnet.train.metrics(net, BCE, params, X_test, y_test)["accuracy"] >= minimum
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    net, params, X, y = problem(jnp.float32, m=40)
+    optimizer, key = optax.adam(1e-2), jax.random.key(2)
+    args = dict(batch_size=16, key=key)
+    straight, _ = fnnet.fit(net, params, (X, y), CE, optimizer, epochs=10, **args)
+    half, opt_state, _ = fnnet.fit(net, params, (X, y), CE, optimizer, epochs=5, return_opt_state=True, **args)
+    fnnet.save(tmp_path / "ckpt", half, opt_state, net=net, metadata={"epoch": 5})
+    ckpt = fnnet.load(tmp_path / "ckpt", net=net, optimizer=optimizer)
+    resumed, _ = fnnet.fit(net, ckpt.params, (X, y), CE, optimizer, epochs=5, opt_state=ckpt.opt_state,
+                           initial_epoch=ckpt.metadata["epoch"], **args)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)))
+
+
+def test_non_finite_data_and_foreign_optimizer_state_are_rejected():
+    net, params, X, y = problem(jnp.float32)
+    with pytest.raises(ValueError, match=r"fit: data X has non-finite values \(first in row 3"):
+        fnnet.fit(net, params, (X.at[3, 1].set(jnp.nan), y), CE, optax.sgd(0.1), epochs=1)
+    with pytest.raises(ValueError, match=r"fit: validation X has non-finite values"):
+        fnnet.fit(net, params, (X, y), CE, optax.sgd(0.1), epochs=1, validation=(X.at[0, 0].set(jnp.inf), y))
+    foreign = optax.adam(1e-3).init(params)
+    with pytest.raises(ValueError, match=r"opt_state does not match this optimizer and params \(from another optimizer\?\)"):
+        fnnet.fit(net, params, (X, y), CE, optax.sgd(0.1, momentum=0.9), epochs=1, opt_state=foreign)

@@ -9,6 +9,7 @@ Exit status: 0 when every check passes, 1 when one fails, 2 for bad arguments.
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -18,6 +19,7 @@ import numpy as np
 import optax
 
 from fnnet import activations, datasets, losses
+from fnnet.checkpoint import load, save
 from fnnet.gradcheck import check_grads, random_batch
 from fnnet.network import mlp
 from fnnet.train import DivergenceError, GRAD_MODES, fit, metrics
@@ -86,6 +88,8 @@ def _parser():
     train.add_argument("--test-fraction", type=float, default=0.2)
     train.add_argument("--plot", metavar="FILE.png", help="save loss/accuracy curves (needs matplotlib)")
     train.add_argument("--json", action="store_true", help="print the results as JSON")
+    train.add_argument("--save", metavar="DIR", help="keep DIR/latest.fnnet and DIR/best.fnnet (lowest test loss)")
+    train.add_argument("--resume", metavar="DIR", help="continue from DIR/latest.fnnet, bit-identically")
     train.set_defaults(run=train_command, subparser=train)
     return parser
 
@@ -206,13 +210,39 @@ def train_command(args, parser) -> int:
         print(("\r" if tty else "") + f"{bar}  loss {history['loss'][-1]:.4f}{acc}{val}",
               end="" if tty else "\n", file=sys.stderr, flush=True)
 
-    try:
-        params, history = fit(net, params, train, loss, optimizer, epochs=args.epochs, batch_size=batch,
-                              key=k_fit, grad=args.grad, validation=test, log_every=chunk,
-                              callback=progress)
-    except DivergenceError as e:
-        print(f"\n{e}", file=sys.stderr)
-        return 1
+    opt_state, history, start = None, {}, 0
+    if args.resume:
+        try:
+            ckpt = load(os.path.join(args.resume, "latest.fnnet"), net=net, optimizer=optimizer)
+        except (ValueError, OSError) as e:
+            parser.error(f"--resume {args.resume}: {e}")
+        params, opt_state = ckpt.params, ckpt.opt_state
+        start, history = ckpt.metadata["epoch"], {k: np.asarray(v) for k, v in ckpt.metadata["history"].items()}
+        say(f"resumed from {args.resume} at epoch {start}")
+        if start >= args.epochs:
+            raise SystemExit(f"fnnet train: {args.resume} is already at epoch {start} ≥ --epochs {args.epochs}")
+    if args.save:
+        os.makedirs(args.save, exist_ok=True)
+    best = min(history.get("val_loss", [np.inf]), default=np.inf)
+    # Chunks of epochs: fit with initial_epoch continues bit-identically, and reuses its program.
+    for epoch in range(start, args.epochs, chunk):
+        n = min(chunk, args.epochs - epoch)
+        try:
+            params, opt_state, h = fit(net, params, train, loss, optimizer, epochs=n, batch_size=batch,
+                                       key=k_fit, grad=args.grad, validation=test, opt_state=opt_state,
+                                       initial_epoch=epoch, return_opt_state=True)
+        except DivergenceError as e:
+            print(f"\n{e}" + (f"; the last good checkpoint is {args.save}/latest.fnnet" if args.save else ""),
+                  file=sys.stderr)
+            return 1
+        history = {k: np.concatenate([history.get(k, np.zeros(0)), v]) for k, v in h.items()}
+        progress(epoch + n, history)
+        if args.save:
+            meta = {"epoch": epoch + n, "history": {k: v.tolist() for k, v in history.items()}}
+            save(os.path.join(args.save, "latest.fnnet"), params, opt_state, net=net, metadata=meta)
+            if history["val_loss"][-1] < best:
+                best = float(history["val_loss"][-1])
+                save(os.path.join(args.save, "best.fnnet"), params, opt_state, net=net, metadata=meta)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     # per-epoch time after compilation: the chunks after the first

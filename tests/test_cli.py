@@ -118,3 +118,29 @@ def test_train_prints_metrics():
 def test_train_rejects_bad_flags(args, message):
     result = fnnet("train", *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_train_save_and_resume_bit_identically(tmp_path):
+    import jax
+    import numpy as np
+
+    import fnnet as lib
+
+    common = ["train", "--data", "moons", "--hidden", "8", "--batch-size", "32", "--lr", "1e-2"]
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    assert fnnet(*common, "--epochs", "12", "--save", str(straight)).returncode == 0
+    assert fnnet(*common, "--epochs", "6", "--save", str(part)).returncode == 0
+    resumed = fnnet(*common, "--epochs", "12", "--resume", str(part), "--save", str(part))
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout
+    a, b = lib.load(straight / "latest.fnnet"), lib.load(part / "latest.fnnet")
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)))
+    assert a.metadata == b.metadata and a.metadata["epoch"] == 12
+    assert (straight / "best.fnnet").exists()
+
+
+def test_train_resume_errors(tmp_path):
+    result = fnnet("train", "--data", "moons", "--resume", str(tmp_path / "nothing"))
+    assert result.returncode == 2 and "--resume" in result.stderr and "No such file" in result.stderr
+    assert fnnet("train", "--data", "moons", "--hidden", "8", "--epochs", "2", "--save", str(tmp_path)).returncode == 0
+    other = fnnet("train", "--data", "moons", "--hidden", "16", "--epochs", "4", "--resume", str(tmp_path))
+    assert other.returncode == 2 and "saved for a different network" in other.stderr

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from fnnet import activations
 from fnnet._checks import check_key, shape_mismatches, structure_mismatch
 from fnnet.layers import Dense, Layer
 
@@ -154,6 +155,8 @@ def mlp(sizes, activation="relu", output_activation="identity",
         )
     n_layers = len(sizes) - 1
     hidden = _per_layer(activation, n_layers - 1, "activation", "hidden layer")
+    if not hidden and (isinstance(activation, str) or not isinstance(activation, Sequence)):
+        activations.get(activation)  # a misspelt name is an error even with no hidden layer
     W_inits = _per_layer(W_init, n_layers, "W_init", "layer")
     b_inits = _per_layer(b_init, n_layers, "b_init", "layer")
     acts = hidden + [output_activation]

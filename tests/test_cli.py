@@ -7,12 +7,22 @@ import sys
 
 import pytest
 
-from fnnet import activations, losses
+from fnnet import activations, cli, losses
 
 
 def fnnet(*args, code=None):
     command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "fnnet", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def main(capsys, *args):
+    """`fnnet *args` in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    try:
+        code = cli.main(list(args))
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def test_console_script_gradcheck_passes():
@@ -73,9 +83,14 @@ def test_gradcheck_exits_1_and_names_the_leaf_when_backprop_is_wrong():
         ([], "the following arguments are required: command"),
     ],
 )
-def test_bad_flags_exit_2_with_a_message(args, message):
-    result = fnnet(*args)
-    assert result.returncode == 2 and message in result.stderr, result.stderr
+def test_bad_flags_exit_2_with_a_message(capsys, args, message):
+    code, _, err = main(capsys, *args)
+    assert code == 2 and message in err, err
+
+
+def test_bad_flag_exits_2_from_the_shell():
+    result = fnnet("gradcheck", "--activation", "rleu")
+    assert result.returncode == 2 and "unknown activation 'rleu'" in result.stderr
 
 
 def test_train_end_to_end_with_plot_and_json(tmp_path):
@@ -115,12 +130,12 @@ def test_train_prints_metrics():
         (["--data", "digits", "--loss", "bce"], "needs 2 classes; this dataset has 10"),
     ],
 )
-def test_train_rejects_bad_flags(args, message):
-    result = fnnet("train", *args)
-    assert result.returncode == 2 and message in result.stderr, result.stderr
+def test_train_rejects_bad_flags(capsys, args, message):
+    code, _, err = main(capsys, "train", *args)
+    assert code == 2 and message in err, err
 
 
-def test_train_save_and_resume_bit_identically(tmp_path):
+def test_train_save_and_resume_bit_identically(capsys, tmp_path):
     import jax
     import numpy as np
 
@@ -128,19 +143,19 @@ def test_train_save_and_resume_bit_identically(tmp_path):
 
     common = ["train", "--data", "moons", "--hidden", "8", "--batch-size", "32", "--lr", "1e-2"]
     straight, part = tmp_path / "straight", tmp_path / "part"
-    assert fnnet(*common, "--epochs", "12", "--save", str(straight)).returncode == 0
-    assert fnnet(*common, "--epochs", "6", "--save", str(part)).returncode == 0
-    resumed = fnnet(*common, "--epochs", "12", "--resume", str(part), "--save", str(part))
-    assert resumed.returncode == 0 and "resumed from" in resumed.stdout
+    assert main(capsys, *common, "--epochs", "12", "--save", str(straight))[0] == 0
+    assert main(capsys, *common, "--epochs", "6", "--save", str(part))[0] == 0
+    code, out, _ = main(capsys, *common, "--epochs", "12", "--resume", str(part), "--save", str(part))
+    assert code == 0 and "resumed from" in out
     a, b = lib.load(straight / "latest.fnnet"), lib.load(part / "latest.fnnet")
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)))
     assert a.metadata == b.metadata and a.metadata["epoch"] == 12
     assert (straight / "best.fnnet").exists()
 
 
-def test_train_resume_errors(tmp_path):
-    result = fnnet("train", "--data", "moons", "--resume", str(tmp_path / "nothing"))
-    assert result.returncode == 2 and "--resume" in result.stderr and "No such file" in result.stderr
-    assert fnnet("train", "--data", "moons", "--hidden", "8", "--epochs", "2", "--save", str(tmp_path)).returncode == 0
-    other = fnnet("train", "--data", "moons", "--hidden", "16", "--epochs", "4", "--resume", str(tmp_path))
-    assert other.returncode == 2 and "saved for a different network" in other.stderr
+def test_train_resume_errors(capsys, tmp_path):
+    code, _, err = main(capsys, "train", "--data", "moons", "--resume", str(tmp_path / "nothing"))
+    assert code == 2 and "--resume" in err and "No such file" in err
+    assert main(capsys, "train", "--data", "moons", "--hidden", "8", "--epochs", "2", "--save", str(tmp_path))[0] == 0
+    code, _, err = main(capsys, "train", "--data", "moons", "--hidden", "16", "--epochs", "4", "--resume", str(tmp_path))
+    assert code == 2 and "saved for a different network" in err

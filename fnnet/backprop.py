@@ -43,8 +43,7 @@ def backprop(net, params, X, y, loss):
     [{'W': (2, 4), 'b': (4,)}, {'W': (4, 1), 'b': (1,)}]
     """
     loss = losses_lib.get(loss)
-    net.check(params, X)
-    loss.check(jax.ShapeDtypeStruct((jax.numpy.shape(X)[0], *net.out_shape), float), y)
+    net.check(params, X, y, loss)
     return _backprop(net, loss, params, X, y)
 
 

@@ -78,12 +78,16 @@ class Network:
         """Output of shape `(batch, *out_shape)` for `x` of shape `(batch, *in_shape)`."""
         return self.forward(params, x)[0]
 
-    def check(self, params, x):
-        """Raise a ValueError naming the mismatch if `params` or `x` do not fit the network.
+    def check(self, params, x, y=None, loss=None):
+        """Raise a ValueError naming the mismatch if `params`, `x` (or `y` for `loss`) do not fit.
 
         Looks only at tree structure and shapes, so it runs (once) while tracing too.
         """
         self.check_params(params)
+        self.check_data(x, y, loss)
+
+    def check_data(self, x, y=None, loss=None):
+        """Raise a ValueError if `x` does not fit the input, or `y` the output under `loss`."""
         x_shape = jnp.shape(x)
         if x_shape[1:] != self.in_shape or len(x_shape) != 1 + len(self.in_shape):
             raise ValueError(
@@ -93,6 +97,8 @@ class Network:
             )
         if x_shape[0] == 0:
             raise ValueError(f"input x has shape {x_shape}: the batch is empty")
+        if loss is not None:
+            loss.check(jax.ShapeDtypeStruct((x_shape[0], *self.out_shape), jnp.float32), y)
 
     def check_params(self, params):
         """Raise a ValueError naming the first leaf of `params` that does not fit."""

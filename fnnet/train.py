@@ -230,22 +230,10 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     _check_optimizer(optimizer)
     X, y = data
     n = jnp.shape(X)[0]
-    net.check(params, X)
-    loss.check(jax.ShapeDtypeStruct((n, *net.out_shape), jnp.float32), y)
+    net.check(params, X, y, loss)
     if validation is not None:
-        net.check(params, validation[0])
-        loss.check(jax.ShapeDtypeStruct((jnp.shape(validation[0])[0], *net.out_shape), jnp.float32),
-                   validation[1])
-    if not (isinstance(epochs, int) and epochs >= 1):
-        raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
-    batch_size = n if batch_size is None else batch_size
-    if not (isinstance(batch_size, int) and 1 <= batch_size <= n):
-        raise ValueError(f"fit: batch_size must be an int in [1, {n}] (the number of examples), "
-                         f"got {batch_size!r}")
-    shuffle = batch_size < n
-    if shuffle and key is None:
-        raise ValueError(f"fit: batch_size={batch_size} < {n} examples: pass key=jax.random.key(...) "
-                         f"for the on-device shuffling")
+        net.check_data(*validation, loss)
+    batch_size, shuffle = _check_schedule("fit", n, epochs, batch_size, key)
     log_every = epochs if log_every is None else log_every
     if not (isinstance(log_every, int) and log_every >= 1):
         raise ValueError(f"fit: log_every must be a positive int, got {log_every!r}")
@@ -284,6 +272,21 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     return state[0], _concat(chunks)
 
 
+def _check_schedule(where, n, epochs, batch_size, key):
+    """Validated `(batch_size, shuffle)` for `n` examples; None means full batch."""
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"{where}: epochs must be a positive int, got {epochs!r}")
+    batch_size = n if batch_size is None else batch_size
+    if not (isinstance(batch_size, int) and 1 <= batch_size <= n):
+        raise ValueError(f"{where}: batch_size must be an int in [1, {n}] (the number of examples), "
+                         f"got {batch_size!r}")
+    shuffle = batch_size < n
+    if shuffle and key is None:
+        raise ValueError(f"{where}: batch_size={batch_size} < {n} examples: pass key=jax.random.key(...) "
+                         f"for the on-device shuffling")
+    return batch_size, shuffle
+
+
 def _epoch_keys(key, epoch_ids):
     """The shuffling key of each epoch: fold_in(key, e), independent of how a run is split."""
     key = key if key is not None else jax.random.key(0)
@@ -307,8 +310,7 @@ def _check_finite(name, arrays):
 def _check_opt_state(opt_state, optimizer, params):
     expected = jax.eval_shape(optimizer.init, params)
     detail = structure_mismatch(opt_state, expected)
-    if not detail and shape_mismatches(opt_state, expected):
-        path, got, want = shape_mismatches(opt_state, expected)[0]
+    for path, got, want in [] if detail else shape_mismatches(opt_state, expected)[:1]:
         detail = f"{jax.tree_util.keystr(path)} has shape {got}, expected {want}"
     if detail:
         raise ValueError(f"fit: opt_state does not match this optimizer and params (from another "
@@ -365,14 +367,10 @@ def fit_ensemble(net: Network, keys, data, loss, optimizer, *, epochs: int, batc
     loss = losses_lib.get(loss)
     X, y = data
     n = jnp.shape(X)[0]
-    batch_size = n if batch_size is None else batch_size
-    if not (isinstance(epochs, int) and epochs >= 1):
-        raise ValueError(f"fit_ensemble: epochs must be a positive int, got {epochs!r}")
-    if not (isinstance(batch_size, int) and 1 <= batch_size <= n):
-        raise ValueError(f"fit_ensemble: batch_size must be an int in [1, {n}], got {batch_size!r}")
-    shuffle = batch_size < n
-    if shuffle and key is None:
-        raise ValueError(f"fit_ensemble: batch_size={batch_size} < {n} examples: pass key=...")
+    net.check_data(X, y, loss)
+    if validation is not None:
+        net.check_data(*validation, loss)
+    batch_size, shuffle = _check_schedule("fit_ensemble", n, epochs, batch_size, key)
     if learning_rates is None:
         _check_optimizer(optimizer)
         opt, rates = optimizer, None

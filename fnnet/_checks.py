@@ -28,6 +28,11 @@ def shape_mismatches(got, expected):
     ]
 
 
+def is_int(n, minimum=None) -> bool:
+    """`n` is a Python int (not a bool), and ≥ `minimum` if given."""
+    return isinstance(n, int) and not isinstance(n, bool) and (minimum is None or n >= minimum)
+
+
 def check_key(where: str, key):
     """Raise a TypeError unless `key` is a JAX random key (typed, or raw uint32 of shape (2,))."""
     if not (isinstance(key, jax.Array)

@@ -40,6 +40,14 @@ def _ints(text):
         raise argparse.ArgumentTypeError(f"expected integers like 2,4,1, got {text!r}") from None
 
 
+def _dataset_name(text):
+    """A name in datasets.NAMES or a .npz/.csv path (argparse type)."""
+    if text in datasets.NAMES or text.endswith(datasets.FILE_SUFFIXES):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; expected one of {', '.join(datasets.NAMES)}, "
+                                     f"or a {' or '.join(datasets.FILE_SUFFIXES)} file")
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="fnnet", description="fnnet: functional neural networks on JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,7 +78,9 @@ def _parser():
     train = commands.add_parser(
         "train", help="train an MLP on a dataset, with a gradient check first",
         description="Train an MLP with fnnet: gradient check, fused epochs, test metrics.")
-    train.add_argument("--data", default="digits", choices=datasets.NAMES, help="dataset (default digits)")
+    train.add_argument("--data", default="digits", type=_dataset_name, metavar="NAME|FILE",
+                       help=f"{', '.join(datasets.NAMES)} (default digits), or a .npz (X, y) or .csv "
+                            f"(features, then the label) file")
     train.add_argument("--sizes", type=_ints, nargs="+",
                        help="all layer widths, n_in first and n_out last (default: from --hidden and the data)")
     train.add_argument("--hidden", type=_ints, nargs="+", default=[[64]],
@@ -82,7 +92,8 @@ def _parser():
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     train.add_argument("--epochs", type=int, default=100)
-    train.add_argument("--batch-size", type=int, default=64, help="0 for full batch (default 64)")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help="0 for full batch (default 64, or all examples when fewer)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--grad", choices=GRAD_MODES, default="backprop")
     train.add_argument("--test-fraction", type=float, default=0.2)
@@ -175,7 +186,8 @@ def _prepare(args):
     net = mlp(sizes, activation=args.activation, W_init="he_normal")
     train = (X_train, _targets(loss, y_train, data.n_classes))
     test = (X_test, _targets(loss, y_test, data.n_classes))
-    batch = None if args.batch_size == 0 else args.batch_size
+    batch = (min(64, len(X_train)) if args.batch_size is None else None if args.batch_size == 0
+             else args.batch_size)
     if batch is not None and not 1 <= batch <= len(X_train):
         raise ValueError(f"--batch-size must be in [1, {len(X_train)}] (the training examples) or 0, "
                          f"got {args.batch_size}")
@@ -185,7 +197,7 @@ def _prepare(args):
 def train_command(args, parser) -> int:
     try:
         net, loss, optimizer, train, test, batch, k_init, k_fit = _prepare(args)
-    except (ValueError, TypeError, ImportError) as e:
+    except (ValueError, TypeError, ImportError, OSError) as e:
         parser.error(str(e))
     say = (lambda *a, **k: print(*a, **k, file=sys.stderr)) if args.json else print
     params = net.init(k_init)
@@ -221,6 +233,7 @@ def train_command(args, parser) -> int:
         say(f"resumed from {args.resume} at epoch {start}")
         if start >= args.epochs:
             raise SystemExit(f"fnnet train: {args.resume} is already at epoch {start} ≥ --epochs {args.epochs}")
+    saved = start if args.resume and args.save == args.resume else None  # epoch of save's latest
     if args.save:
         os.makedirs(args.save, exist_ok=True)
     best = min(history.get("val_loss", [np.inf]), default=np.inf)
@@ -232,14 +245,16 @@ def train_command(args, parser) -> int:
                                        key=k_fit, grad=args.grad, validation=test, opt_state=opt_state,
                                        initial_epoch=epoch, return_opt_state=True)
         except DivergenceError as e:
-            print(f"\n{e}" + (f"; the last good checkpoint is {args.save}/latest.fnnet" if args.save else ""),
-                  file=sys.stderr)
+            where = ("" if not args.save else "; no checkpoint was saved before it" if saved is None
+                     else f"; the last good checkpoint is {os.path.join(args.save, 'latest.fnnet')} (epoch {saved})")
+            print(f"\n{e}{where}", file=sys.stderr)
             return 1
         history = {k: np.concatenate([history.get(k, np.zeros(0)), v]) for k, v in h.items()}
         progress(epoch + n, history)
         if args.save:
             meta = {"epoch": epoch + n, "history": {k: v.tolist() for k, v in history.items()}}
             save(os.path.join(args.save, "latest.fnnet"), params, opt_state, net=net, metadata=meta)
+            saved = epoch + n
             if history["val_loss"][-1] < best:
                 best = float(history["val_loss"][-1])
                 save(os.path.join(args.save, "best.fnnet"), params, opt_state, net=net, metadata=meta)

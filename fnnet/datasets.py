@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet._checks import check_key
+from fnnet._checks import check_key, is_int
 
 INSTALL_HINT = "pip install 'fnnet[data]'"
 
@@ -75,8 +75,7 @@ class Dataset:
                 f"Dataset {self.name!r}: X is {self.X.dtype} and y is {self.y.dtype}; "
                 f"expected float32 features and int32 class indices"
             )
-        if not (isinstance(self.n_classes, int) and not isinstance(self.n_classes, bool)
-                and self.n_classes >= 1):
+        if not is_int(self.n_classes, 1):
             raise ValueError(f"Dataset {self.name!r}: n_classes must be an int ≥ 1, got {self.n_classes!r}")
         if not isinstance(self.y, jax.core.Tracer) and self.y.size:  # values unknown inside jit
             labels = np.asarray(self.y)
@@ -267,6 +266,73 @@ def _sklearn_datasets(name):
     return sklearn.datasets
 
 
+# ---------- from a file ----------
+
+FILE_SUFFIXES = (".npz", ".csv")
+
+
+def from_file(path) -> Dataset:
+    """A dataset read from a `.npz` or `.csv` file; its name is the path.
+
+    `.npz`: arrays `X` of shape `(n, d)` and `y` of shape `(n,)` (read without
+    pickle). `.csv`: one example per row, the features then the class label in
+    the last column; a first line that is not numbers is taken as a header.
+    Labels must be whole numbers ≥ 0; `n_classes` is the largest plus one.
+
+    Raises:
+      ValueError: a missing array, wrong shapes, non-finite features (naming the
+        first bad row and column) or labels that are not class indices.
+    """
+    path = str(path)
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                missing = {"X", "y"} - set(f.files)
+                if missing:
+                    raise ValueError(f"{path}: no array named {', '.join(sorted(missing))}; expected arrays "
+                                     f"X (n, d) and y (n,), e.g. np.savez(path, X=X, y=y); it holds "
+                                     f"{', '.join(f.files) or 'nothing'}")
+                X, y = f["X"], f["y"]
+        except (OSError, EOFError, ValueError) as e:
+            if str(e).startswith(path):
+                raise
+            raise ValueError(f"{path}: not a readable .npz of numeric arrays ({e})") from None
+    elif path.endswith(".csv"):
+        with open(path) as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+        try:
+            float(lines[0].split(",")[0])
+        except ValueError:
+            lines = lines[1:]  # a header
+        except IndexError:
+            raise ValueError(f"{path}: the file is empty; expected rows of features then a label") from None
+        try:
+            table = np.loadtxt(lines, delimiter=",", ndmin=2)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; expected comma-separated numbers, the label last") from None
+        if table.shape[1] < 2:
+            raise ValueError(f"{path}: rows have {table.shape[1]} column; expected features then a label")
+        X, y = table[:, :-1], table[:, -1]
+    else:
+        raise ValueError(f"{path}: unknown file type; expected one of {', '.join(FILE_SUFFIXES)}")
+    if X.ndim != 2 or y.shape != X.shape[:1] or not len(X):
+        raise ValueError(f"{path}: X has shape {X.shape} and y has shape {y.shape}; expected X of shape "
+                         f"(n, d) and y of shape (n,) with n ≥ 1")
+    if not (np.issubdtype(X.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
+        raise ValueError(f"{path}: X is {X.dtype} and y is {y.dtype}; expected numbers")
+    bad = np.argwhere(~np.isfinite(X))
+    if len(bad):
+        row, col = bad[0]
+        raise ValueError(f"{path}: X has {len(bad)} non-finite values (first at row {row}, column {col}: "
+                         f"{X[row, col]}); clean or impute them before training")
+    whole = np.isfinite(y) & (y >= 0) & (y == np.round(y))
+    if not whole.all():
+        row = int(np.argmin(whole))
+        raise ValueError(f"{path}: label {y[row]} in row {row} is not a class index; expected whole "
+                         f"numbers 0, 1, ... in the last column (or array y)")
+    return _dataset(path, X, y, int(y.max()) + 1)
+
+
 # ---------- by name ----------
 
 _LOADERS = {
@@ -284,10 +350,11 @@ SYNTHETIC = ("moons", "spirals", "circles")
 
 
 def load(name: str, key=None, **kwargs) -> Dataset:
-    """The dataset called `name`, one of `NAMES`.
+    """The dataset called `name`, one of `NAMES`, or read from a file (`from_file`).
 
     Args:
-      name: "xor", "moons", "spirals", "circles", "digits" or "breast_cancer".
+      name: "xor", "moons", "spirals", "circles", "digits" or "breast_cancer",
+        or the path of a `.npz` or `.csv` file.
       key: a `jax.random.key`, required by the synthetic datasets (`SYNTHETIC`);
         the fixed ones (xor, digits, breast_cancer) ignore it, so a caller may
         pass a key whatever the name.
@@ -301,8 +368,13 @@ def load(name: str, key=None, **kwargs) -> Dataset:
     """
     if not isinstance(name, str):
         raise TypeError(f"load: expected a dataset name (str), got {type(name).__name__} {name!r}")
+    if name.endswith(FILE_SUFFIXES) and name not in _LOADERS:
+        if kwargs:
+            raise TypeError(f"load: a dataset read from a file takes no arguments, got {', '.join(kwargs)}")
+        return from_file(name)
     if name not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of: {', '.join(NAMES)}")
+        raise ValueError(f"unknown dataset {name!r}; expected one of: {', '.join(NAMES)}, "
+                         f"or a {' or '.join(FILE_SUFFIXES)} file")
     loader = _LOADERS[name]
     params = list(inspect.signature(loader).parameters)
     takes = [p for p in params if p != "key"]

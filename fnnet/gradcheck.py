@@ -29,7 +29,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from fnnet import losses as losses_lib
-from fnnet._checks import shape_mismatches, structure_mismatch
+from fnnet._checks import is_int, shape_mismatches, structure_mismatch
 from fnnet.backprop import backprop
 from fnnet.network import Network
 
@@ -197,7 +197,7 @@ def check_grads(candidate, *args, rtol=None, atol=None, eps=1e-6, directions=4,
         default if given is None else given
         for given, default in zip((rtol, atol, fd_rtol, fd_atol), TOLERANCES[dtype])
     )
-    if not (isinstance(directions, int) and directions >= 1) or not eps > 0:
+    if not is_int(directions, 1) or not eps > 0:
         raise ValueError(f"check_grads: need directions ≥ 1 and eps > 0, got {directions!r}, {eps!r}")
     settings = dict(rtol=rtol, atol=atol, eps=eps, fd_rtol=fd_rtol, fd_atol=fd_atol,
                     directions=directions, elementwise=elementwise)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet import activations, initializers
+from fnnet._checks import is_int
 
 
 class Layer(Protocol):
@@ -68,7 +69,7 @@ class Dense:
     b_init: initializers.Initializer = initializers.zeros
 
     def __post_init__(self):
-        if isinstance(self.n_out, bool) or not isinstance(self.n_out, int) or self.n_out < 1:
+        if not is_int(self.n_out, 1):
             raise ValueError(f"Dense: n_out must be a positive int, got {self.n_out!r}")
         _set(
             self,

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet import activations
-from fnnet._checks import check_key, shape_mismatches, structure_mismatch
+from fnnet._checks import check_key, is_int, shape_mismatches, structure_mismatch
 from fnnet.layers import Dense, Layer
 
 
@@ -36,7 +36,7 @@ class Network:
 
     def __post_init__(self):
         in_shape = tuple(self.in_shape) if isinstance(self.in_shape, Sequence) else (self.in_shape,)
-        if not in_shape or not all(_is_positive_int(n) for n in in_shape):
+        if not in_shape or not all(is_int(n, 1) for n in in_shape):
             raise ValueError(f"Network: in_shape must be positive ints, e.g. (2,); got {self.in_shape!r}")
         object.__setattr__(self, "in_shape", in_shape)
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -121,10 +121,6 @@ class Network:
         return f"Network(in_shape={self.in_shape}, layers=({layers}\n))"
 
 
-def _is_positive_int(n) -> bool:
-    return isinstance(n, int) and not isinstance(n, bool) and n > 0
-
-
 def _init_layers(net: Network, key, dtype):
     """Params (one entry per layer) and each layer's output shape."""
     params, shapes, shape = [], [], net.in_shape
@@ -155,7 +151,7 @@ def mlp(sizes, activation="relu", output_activation="identity",
     ))
     """
     sizes = list(sizes) if isinstance(sizes, Sequence) and not isinstance(sizes, str) else sizes
-    if not isinstance(sizes, list) or len(sizes) < 2 or not all(_is_positive_int(n) for n in sizes):
+    if not isinstance(sizes, list) or len(sizes) < 2 or not all(is_int(n, 1) for n in sizes):
         raise ValueError(
             f"mlp: sizes must list at least two positive ints, [n_in, ..., n_out], got {sizes!r}"
         )

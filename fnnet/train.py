@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from fnnet import losses as losses_lib
-from fnnet._checks import shape_mismatches, structure_mismatch
+from fnnet._checks import is_int, shape_mismatches, structure_mismatch
 from fnnet.backprop import backprop
 from fnnet.network import Network
 
@@ -95,7 +95,8 @@ def _update_fn(net, loss, optimizer, grad):
     vg = value_and_grad(net, loss, grad)
 
     def update(params, opt_state, X, y):
-        value, grads = vg(params, X, y)
+        value, grads = vg(params, X, y)  # checks params, X and y (at trace time: free per step)
+        _check_opt_state(opt_state, optimizer, params, "train_step")
         batch_metrics = {"loss": value}
         accuracy = _accuracy(loss, net.apply(params, X), y)  # XLA shares backprop's forward
         if accuracy is not None:
@@ -124,9 +125,13 @@ class DivergenceError(FloatingPointError):
     """
 
     def __init__(self, epoch, step, params, opt_state, history):
+        dtype = jax.tree.leaves(params)[0].dtype
+        hint = ("float16 underflows below 6e-8, so optimizer constants such as Adam's eps=1e-8 "
+                "become 0: use bfloat16 (float32's range) or e.g. optax.adam(lr, eps=1e-4)"
+                if dtype == jnp.float16 else "try a lower learning rate")
         super().__init__(
             f"fit: the loss or the parameters became non-finite at epoch {epoch}, step {step}; "
-            f"the last finite parameters are in this error's .params (try a lower learning rate)"
+            f"the last finite parameters are in this error's .params ({hint})"
         )
         self.epoch, self.step = epoch, step
         self.params, self.opt_state, self.history = params, opt_state, history
@@ -235,9 +240,9 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
         net.check_data(*validation, loss)
     batch_size, shuffle = _check_schedule("fit", n, epochs, batch_size, key)
     log_every = epochs if log_every is None else log_every
-    if not (isinstance(log_every, int) and log_every >= 1):
+    if not is_int(log_every, 1):
         raise ValueError(f"fit: log_every must be a positive int, got {log_every!r}")
-    if not (isinstance(initial_epoch, int) and initial_epoch >= 0):
+    if not is_int(initial_epoch, 0):
         raise ValueError(f"fit: initial_epoch must be an int ≥ 0, got {initial_epoch!r}")
     for name, arrays in (("data", (X, y)), ("validation", validation)):
         _check_finite(name, arrays)
@@ -274,10 +279,10 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
 
 def _check_schedule(where, n, epochs, batch_size, key):
     """Validated `(batch_size, shuffle)` for `n` examples; None means full batch."""
-    if not (isinstance(epochs, int) and epochs >= 1):
+    if not is_int(epochs, 1):
         raise ValueError(f"{where}: epochs must be a positive int, got {epochs!r}")
     batch_size = n if batch_size is None else batch_size
-    if not (isinstance(batch_size, int) and 1 <= batch_size <= n):
+    if not (is_int(batch_size, 1) and batch_size <= n):
         raise ValueError(f"{where}: batch_size must be an int in [1, {n}] (the number of examples), "
                          f"got {batch_size!r}")
     shuffle = batch_size < n
@@ -307,13 +312,13 @@ def _check_finite(name, arrays):
                              f"{a[row].tolist()[:8]}); clean or impute them before training")
 
 
-def _check_opt_state(opt_state, optimizer, params):
+def _check_opt_state(opt_state, optimizer, params, where="fit"):
     expected = jax.eval_shape(optimizer.init, params)
     detail = structure_mismatch(opt_state, expected)
     for path, got, want in [] if detail else shape_mismatches(opt_state, expected)[:1]:
         detail = f"{jax.tree_util.keystr(path)} has shape {got}, expected {want}"
     if detail:
-        raise ValueError(f"fit: opt_state does not match this optimizer and params (from another "
+        raise ValueError(f"{where}: opt_state does not match this optimizer and params (from another "
                          f"optimizer?): {detail}")
 
 

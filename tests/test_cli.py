@@ -1,10 +1,12 @@
 """The `fnnet` command, run as a user runs it: in a subprocess, checking exit codes and output."""
 
 import json
+import re
 import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fnnet import activations, cli, losses
@@ -120,7 +122,7 @@ def test_train_prints_metrics():
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--data", "mnist"], "invalid choice: 'mnist'"),
+        (["--data", "mnist"], "unknown dataset 'mnist'; expected one of xor, moons"),
         (["--data", "digits", "--sizes", "10,32,10"], "--sizes 10,32,10 does not fit digits: it has 64 features"),
         (["--data", "moons", "--sizes", "2,8,2"], "needs 1 outputs for sigmoid_binary_cross_entropy"),
         (["--data", "xor", "--batch-size", "100"], "--batch-size must be in [1, 4]"),
@@ -159,3 +161,62 @@ def test_train_resume_errors(capsys, tmp_path):
     assert main(capsys, "train", "--data", "moons", "--hidden", "8", "--epochs", "2", "--save", str(tmp_path))[0] == 0
     code, _, err = main(capsys, "train", "--data", "moons", "--hidden", "16", "--epochs", "4", "--resume", str(tmp_path))
     assert code == 2 and "saved for a different network" in err
+
+
+def test_train_divergence_exits_1_with_the_last_good_checkpoint_on_disk(capsys, tmp_path):
+    import jax
+    import numpy as np
+
+    import fnnet as lib
+
+    # sgd lr 100 on moons overflows the logits a few epochs in; with 20 epochs every epoch is saved.
+    code, _, err = main(capsys, "train", "--data", "moons", "--hidden", "8", "--epochs", "20", "--batch-size", "32",
+                        "--optimizer", "sgd", "--lr", "100", "--save", str(tmp_path))
+    assert code == 1, err
+    epoch = int(re.search(r"non-finite at epoch (\d+), step \d+", err).group(1))
+    assert epoch >= 1 and f"the last good checkpoint is {tmp_path / 'latest.fnnet'} (epoch {epoch})" in err
+    ckpt = lib.load(tmp_path / "latest.fnnet")
+    assert ckpt.metadata["epoch"] == epoch and len(ckpt.metadata["history"]["loss"]) == epoch
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves((ckpt.params, ckpt.opt_state)))
+    # Diverging before the first save says there is no checkpoint rather than pointing at none.
+    code, _, err = main(capsys, "train", "--data", "moons", "--hidden", "8", "--epochs", "1", "--batch-size", "32",
+                        "--optimizer", "sgd", "--lr", "1e30", "--save", str(tmp_path / "fresh"))
+    assert code == 1 and "no checkpoint was saved before it" in err, err
+
+
+def _moons_table():
+    import jax
+
+    import fnnet as lib
+
+    data = lib.datasets.moons(jax.random.key(0), n=60)
+    return np.asarray(data.X, np.float64), np.asarray(data.y)
+
+
+def test_train_reads_npz_and_csv_files(capsys, tmp_path):
+    X, y = _moons_table()
+    np.savez(tmp_path / "moons.npz", X=X, y=y)
+    np.savetxt(tmp_path / "moons.csv", np.c_[X, y], delimiter=",", header="x0,x1,label", comments="")
+    results = []
+    for path in (tmp_path / "moons.npz", tmp_path / "moons.csv"):
+        code, out, err = main(capsys, "train", "--data", str(path), "--hidden", "8", "--epochs", "3", "--json")
+        assert code == 0, err
+        results.append(json.loads(out))
+    assert results[0]["sizes"] == [2, 8, 1] and results[0]["train"] == results[1]["train"]
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("x0,x1,label\n0.5,1.0,0\n0.1,nan,1\n", r"X has 1 non-finite values \(first at row 1, column 1: nan\)"),
+        ("0.5,1.0,0\n0.1,inf,1\n", r"first at row 1, column 1: inf"),
+        ("0.5,1.0,0\n0.1,0.2,1.5\n", r"label 1.5 in row 1 is not a class index"),
+        ("0.5,1.0,0\n0.1,0.2\n", r"data.csv: .*expected comma-separated numbers"),
+        ("", r"data.csv: the file is empty"),
+    ],
+    ids=["nan", "inf", "fractional-label", "ragged", "empty"],
+)
+def test_train_rejects_bad_data_files(capsys, tmp_path, content, message):
+    (tmp_path / "data.csv").write_text(content)
+    code, _, err = main(capsys, "train", "--data", str(tmp_path / "data.csv"))
+    assert code == 2 and re.search(message, err), err

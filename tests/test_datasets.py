@@ -302,7 +302,7 @@ def test_load_dispatches_by_name():
 
 def test_load_errors():
     names = "xor, moons, spirals, circles, digits, breast_cancer"
-    with pytest.raises(ValueError, match=f"unknown dataset 'mnist'; expected one of: {names}$"):
+    with pytest.raises(ValueError, match=f"unknown dataset 'mnist'; expected one of: {names}, or a .npz or .csv file$"):
         D.load("mnist")
     with pytest.raises(TypeError, match="load: expected a dataset name \\(str\\), got function"):
         D.load(D.moons)
@@ -313,6 +313,45 @@ def test_load_errors():
         D.load("moons", KEY, nosie=0.1, factor=0.5)
     with pytest.raises(TypeError, match="load: dataset 'digits' got unexpected arguments n; it takes none$"):
         D.load("digits", n=10)
+
+
+# ---------- files ----------
+
+
+def test_files_round_trip_the_arrays(tmp_path):
+    X = np.random.default_rng(0).normal(size=(7, 3))
+    y = np.array([0, 2, 1, 2, 0, 1, 1])
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    np.savetxt(tmp_path / "d.csv", np.c_[X, y], delimiter=",", header="a,b,c,label", comments="")
+    np.savetxt(tmp_path / "plain.csv", np.c_[X, y], delimiter=",")
+    for name in ("d.npz", "d.csv", "plain.csv"):
+        data = D.load(str(tmp_path / name))
+        assert (data.name, data.n_classes) == (str(tmp_path / name), 3)
+        np.testing.assert_array_equal(data.X, X.astype(np.float32))
+        np.testing.assert_array_equal(data.y, y)
+
+
+def test_file_errors(tmp_path):
+    np.savez(tmp_path / "noy.npz", X=np.zeros((3, 2)))
+    np.savez(tmp_path / "objects.npz", X=np.zeros((2, 1)), y=np.array([0, {"a": 1}], dtype=object))
+    np.savez(tmp_path / "shapes.npz", X=np.zeros((3, 2)), y=np.zeros(4))
+    np.savez(tmp_path / "negative.npz", X=np.zeros((2, 2)), y=np.array([0, -1]))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    (tmp_path / "text.csv").write_text("1,2,0\n3,four,1\n")
+    cases = [
+        ("noy.npz", r"noy.npz: no array named y; expected arrays X \(n, d\) and y \(n,\).*it holds X"),
+        ("objects.npz", r"objects.npz: not a readable .npz of numeric arrays \(Object arrays cannot be loaded"),
+        ("shapes.npz", r"X has shape \(3, 2\) and y has shape \(4,\); expected X of shape \(n, d\)"),
+        ("negative.npz", r"label -1 in row 1 is not a class index"),
+        ("junk.npz", r"junk.npz: not a readable .npz"),
+        ("text.csv", r"text.csv: .*four.*expected comma-separated numbers, the label last"),
+        ("missing.csv", r"No such file"),
+    ]
+    for name, message in cases:
+        with pytest.raises((ValueError, OSError), match=message):
+            D.load(str(tmp_path / name))
+    with pytest.raises(TypeError, match="a dataset read from a file takes no arguments, got n"):
+        D.load(str(tmp_path / "noy.npz"), n=3)
 
 
 # ---------- split ----------

@@ -41,3 +41,53 @@ def test_gradient_check_example_prints_the_report_shown():
     with jax.enable_x64(False):  # as a user runs it
         exec(code, scope)
     assert str(scope["report"]) == shown.strip()
+
+
+def _documented_errors():
+    """The first cells of the "Errors you may see" table: messages, `...` standing for anything."""
+    section = re.search(r"## Errors you may see\n(.*?)\n## ", README, re.S).group(1)
+    return re.findall(r"^\| `(.*?)` \|", section, re.M)
+
+
+def test_every_documented_error_is_what_fnnet_raises(tmp_path):
+    """Each table row is produced, message and all, by the input the row describes."""
+    import numpy as np
+    import optax
+    import pytest
+
+    import fnnet
+
+    net = fnnet.mlp([2, 4, 1])
+    params = net.init(jax.random.key(0))
+    X, y = jnp.ones((4, 2)), jnp.ones((4, 1))
+    three = fnnet.mlp([2, 4, 3])
+    X100, y100 = jnp.ones((100, 2)), jnp.ones((100, 1))
+    adam = optax.adam(1e-3)
+    (tmp_path / "bad.fnnet").write_bytes(b"PK\x03\x04 truncated")
+    fnnet.save(tmp_path / "ok.fnnet", params, net=net)
+
+    def wrong_grads(p, X, y):
+        value, grads = fnnet.backprop(net, p, X, y, "bce")
+        return value, jax.tree.map(lambda g: 2 * g, grads)
+
+    calls = [
+        lambda: net.apply(params, jnp.ones((4, 3))),
+        lambda: fnnet.backprop(net, params, X, jnp.ones(4), "bce"),
+        lambda: fnnet.backprop(three, three.init(jax.random.key(0)), X, jnp.array([0, 1, 2, 3]),
+                               "softmax_cross_entropy_with_integer_labels"),
+        lambda: net.apply(fnnet.mlp([4, 2, 1]).init(jax.random.key(0)), X),
+        lambda: fnnet.mlp([2, 4, 1], activation="rleu"),
+        lambda: fnnet.fit(net, params, (X100, y100), "bce", adam, epochs=1, batch_size=128),
+        lambda: fnnet.fit(net, params, (X100.at[7, 0].set(jnp.nan).at[7, 1].set(0.5), y100), "bce", adam, epochs=1),
+        lambda: fnnet.fit(net, params, (X, y), "bce", adam, epochs=1, opt_state=optax.sgd(0.1, momentum=0.9).init(params)),
+        lambda: fnnet.fit(net, params, (X * 1e3, y), "mse", optax.sgd(1e30), epochs=3),
+        lambda: fnnet.load(tmp_path / "bad.fnnet"),
+        lambda: fnnet.load(tmp_path / "ok.fnnet", net=three),
+        lambda: fnnet.testing.assert_grads_close(wrong_grads, lambda p, X, y: fnnet.losses.get("bce")(net.apply(p, X), y).mean(), params, X, y),
+    ]
+    documented = _documented_errors()
+    assert len(documented) == len(calls)
+    for message, call in zip(documented, calls):
+        pattern = ".*".join(re.escape(part) for part in message.split("..."))
+        with pytest.raises((ValueError, TypeError, AssertionError, FloatingPointError), match=pattern):
+            call()

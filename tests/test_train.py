@@ -100,6 +100,7 @@ def test_minibatch_fit_equals_steps_on_the_documented_shuffle():
 
 
 def test_fit_is_deterministic_and_chunking_changes_nothing():
+    """The same key gives bit-identical runs; the other grad mode agrees to float32 rounding."""
     net, params, X, y = problem(jnp.float32, m=40)
     args = (net, params, (X, y), CE, optax.adam(1e-2))
     a = fnnet.fit(*args, epochs=12, batch_size=16, key=jax.random.key(1))
@@ -110,6 +111,8 @@ def test_fit_is_deterministic_and_chunking_changes_nothing():
     for other in (b, c):  # bit-identical
         assert all(np.array_equal(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(other)))
     assert calls == [(5, 5), (10, 10), (12, 12)]
+    autodiff = fnnet.fit(*args, epochs=12, batch_size=16, key=jax.random.key(1), grad="autodiff")
+    assert tree_rel_error(autodiff[0], a[0]) <= 1e-5
     assert jax.tree.leaves(params)[0].is_deleted() is False  # fit never consumes the caller's params
 
 
@@ -252,3 +255,57 @@ def test_non_finite_data_and_foreign_optimizer_state_are_rejected():
     foreign = optax.adam(1e-3).init(params)
     with pytest.raises(ValueError, match=r"opt_state does not match this optimizer and params \(from another optimizer\?\)"):
         fnnet.fit(net, params, (X, y), CE, optax.sgd(0.1, momentum=0.9), epochs=1, opt_state=foreign)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16], ids=["float16", "bfloat16"])
+def test_low_precision_params_train_in_their_dtype(dtype):
+    net = fnnet.mlp([2, 8, 1], W_init="he_normal")
+    params = net.init(jax.random.key(0), dtype)
+    # Gradients in the low dtype, by hand and by jax.grad, are the float64 ones to its precision.
+    exact = fnnet.backprop(net, jax.tree.map(lambda w: w.astype(jnp.float64), params), XOR_X, XOR_Y, BCE)[1]
+    X, y = XOR_X.astype(dtype), XOR_Y.astype(dtype)
+    for mode in fnnet.train.GRAD_MODES:
+        grads = fnnet.train.value_and_grad(net, BCE, mode)(params, X, y)[1]
+        assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(dtype)}
+        assert tree_rel_error(grads, exact) <= 2 * jnp.finfo(dtype).eps, mode
+    # fit keeps params and optimizer state in the dtype (float64 data is cast down) and learns XOR.
+    new, opt_state, history = fnnet.fit(net, params, (XOR_X, XOR_Y), BCE, optax.sgd(0.5, momentum=0.9),
+                                        epochs=300, return_opt_state=True)
+    assert {leaf.dtype for leaf in jax.tree.leaves((new, opt_state))} == {jnp.dtype(dtype)}
+    assert history["accuracy"][-1] == 1 and history["loss"][-1] < 0.01
+
+
+def test_float16_adam_divergence_names_the_underflow():
+    """Adam's eps=1e-8 is 0 in float16: a dead ReLU's zero gradient gives 0/0 at the first step."""
+    net = fnnet.mlp([2, 8, 1], W_init="he_normal")
+    params = net.init(jax.random.key(0), jnp.float16)
+    with pytest.raises(fnnet.DivergenceError, match=r"epoch 0, step 0.*float16 underflows.*eps=1e-4"):
+        fnnet.fit(net, params, (XOR_X, XOR_Y), BCE, optax.adam(1e-3), epochs=5)
+    new, _ = fnnet.fit(net, params, (XOR_X, XOR_Y), BCE, optax.adam(1e-3, eps=1e-4), epochs=5)
+    assert all(jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(new))
+
+
+
+DETERMINISM_SCRIPT = """
+import hashlib, jax, jax.numpy as jnp, numpy as np, optax, fnnet
+net = fnnet.mlp([2, 16, 3], activation="tanh")
+X = jax.random.normal(jax.random.key(1), (90, 2))
+y = (X[:, 0] > 0).astype(jnp.int32) + (X[:, 1] > 0)
+params, history = fnnet.fit(net, net.init(jax.random.key(0)), (X, y),
+                            "softmax_cross_entropy_with_integer_labels", optax.adam(1e-2),
+                            epochs=5, batch_size=16, key=jax.random.key(2))
+leaves = [np.asarray(leaf) for leaf in jax.tree.leaves((params, history))]
+print(hashlib.sha256(b"".join(leaf.tobytes() for leaf in leaves)).hexdigest())
+"""
+
+
+def test_same_seed_is_bit_identical_across_processes():
+    import subprocess
+    import sys
+
+    other = subprocess.run([sys.executable, "-c", DETERMINISM_SCRIPT], capture_output=True, text=True,
+                           check=True, timeout=300).stdout
+    with jax.enable_x64(False):  # as the script runs it
+        scope = {}
+        exec(DETERMINISM_SCRIPT.replace("print(", "digest = ("), scope)
+    assert other == scope["digest"] + "\n"

@@ -74,6 +74,12 @@ BAD_INPUTS = [  # (what, call, error, match)
     ("sweep with an optimizer object", lambda: fnnet.fit_ensemble(NET, jax.random.split(jax.random.key(0), 2),
                                                                   (X, LABELS), CE, SGD, learning_rates=[0.1, 0.2],
                                                                   epochs=1), TypeError, r"optimizer factory"),
+    ("epochs a bool", lambda: fit(epochs=True), ValueError, r"epochs must be a positive int, got True"),
+    ("train_step with another optimizer's state",
+     lambda: fnnet.train_step(NET, CE, optax.adam(0.1), donate=False)(PARAMS, SGD.init(PARAMS), X, LABELS),
+     ValueError, r"train_step: opt_state does not match this optimizer and params .*missing \[0\]\.count"),
+    ("train_step without opt_state", lambda: fnnet.train_step(NET, CE, optax.adam(0.1), donate=False)(
+        PARAMS, None, X, LABELS), ValueError, r"train_step: opt_state does not match"),
 ]
 
 
@@ -111,3 +117,40 @@ def test_fuzzed_inputs_fail_only_with_a_message(x_shape, x_dtype, y_shape, y_dty
             call()
         except (ValueError, TypeError) as e:
             assert len(str(e)) > 20
+
+
+STEP = {mode: fnnet.train_step(NET, CE, SGD, grad=mode, donate=False) for mode in fnnet.train.GRAD_MODES}
+WHATEVER = st.sampled_from([None, True, 0, -1, 1, 2, 5, 6, 1.5, "2", np.int64(2), np.nan, jax.random.key(0)])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(epochs=WHATEVER, batch_size=WHATEVER, log_every=WHATEVER, initial_epoch=WHATEVER, key=WHATEVER,
+       grad=st.sampled_from(["backprop", "autodiff", "manual", None]), n=st.sampled_from([0, 1, 5]),
+       x_fill=st.sampled_from([1.0, np.nan, np.inf]), lr=st.sampled_from([0.1, 0.0, -1.0, np.nan]))
+def test_fuzzed_fit_arguments_fail_only_with_a_message(epochs, batch_size, log_every, initial_epoch, key,
+                                                       grad, n, x_fill, lr):
+    data = (jnp.full((n, 3), x_fill), LABELS[:n])
+    try:
+        params, history = fit(epochs=epochs, batch_size=batch_size,
+                              log_every=log_every, initial_epoch=initial_epoch, key=key, grad=grad,
+                              data=data, optimizer=optax.sgd(lr) if lr != 0.1 else SGD)
+    except fnnet.DivergenceError as e:  # lr < 0 or nan is the optimizer's business: it diverges
+        assert lr != 0.1 and "non-finite" in str(e)
+    except (ValueError, TypeError) as e:
+        assert len(str(e)) > 20
+    else:  # it ran: then every argument was valid
+        assert n == 5 and x_fill == 1.0 and type(epochs) is int and epochs > 0 and grad in fnnet.train.GRAD_MODES
+        assert np.isfinite(history["loss"]).all() or lr != 0.1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(x_shape=st.lists(st.integers(0, 4), max_size=3), x_dtype=DTYPES, y_dtype=DTYPES,
+       y_shape=st.lists(st.integers(0, 5), max_size=2), state=st.sampled_from(["sgd", "adam", "none", "params"]),
+       grad=st.sampled_from(fnnet.train.GRAD_MODES))
+def test_fuzzed_train_step_inputs_fail_only_with_a_message(x_shape, x_dtype, y_shape, y_dtype, state, grad):
+    opt_state = {"sgd": SGD.init(PARAMS), "adam": optax.adam(0.1).init(PARAMS), "none": None,
+                 "params": PARAMS}[state]
+    try:
+        STEP[grad](PARAMS, opt_state, jnp.ones(tuple(x_shape), x_dtype), jnp.zeros(tuple(y_shape), y_dtype))
+    except (ValueError, TypeError) as e:
+        assert len(str(e)) > 20

@@ -1,6 +1,6 @@
 """fnnet: purely functional neural networks on JAX, with hand-written, verified backprop."""
 
-from fnnet import activations, datasets, initializers, layers, losses, testing
+from fnnet import activations, datasets, initializers, layers, losses, parallel, testing
 from fnnet.backprop import backprop
 from fnnet.checkpoint import Checkpoint, load, save
 from fnnet.gradcheck import GradCheckReport, check_grads
@@ -26,6 +26,7 @@ __all__ = [
     "load",
     "losses",
     "mlp",
+    "parallel",
     "per_example_grads",
     "save",
     "testing",

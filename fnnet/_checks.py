@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def structure_mismatch(got, expected) -> str:
@@ -31,6 +32,13 @@ def shape_mismatches(got, expected):
 def is_int(n, minimum=None) -> bool:
     """`n` is a Python int (not a bool), and ≥ `minimum` if given."""
     return isinstance(n, int) and not isinstance(n, bool) and (minimum is None or n >= minimum)
+
+
+def host_values(a) -> np.ndarray:
+    """`a` on the host; of an array spread over several processes, this process's rows."""
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        return np.concatenate([np.asarray(shard.data) for shard in a.addressable_shards])
+    return np.asarray(a)
 
 
 def check_key(where: str, key):

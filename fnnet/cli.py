@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fnnet import activations, datasets, losses
+from fnnet import activations, datasets, losses, parallel
 from fnnet.checkpoint import load, save
 from fnnet.gradcheck import check_grads, random_batch
 from fnnet.network import mlp
@@ -101,6 +101,8 @@ def _parser():
     train.add_argument("--json", action="store_true", help="print the results as JSON")
     train.add_argument("--save", metavar="DIR", help="keep DIR/latest.fnnet and DIR/best.fnnet (lowest test loss)")
     train.add_argument("--resume", metavar="DIR", help="continue from DIR/latest.fnnet, bit-identically")
+    train.add_argument("--devices", type=int, metavar="N",
+                       help="train data-parallel over N devices (on a CPU-only machine, N simulated ones)")
     train.set_defaults(run=train_command, subparser=train)
     return parser
 
@@ -194,14 +196,29 @@ def _prepare(args):
     return net, loss, OPTIMIZERS[args.optimizer](args.lr), train, test, batch, k_init, k_fit
 
 
+def _mesh(n):
+    """A data mesh of n devices; on CPU, n simulated ones if JAX has not started yet."""
+    try:
+        jax.config.update("jax_num_cpu_devices", n)  # CPU backend only; must precede any JAX op
+    except RuntimeError:
+        pass  # JAX already started (fnnet called in-process): use the devices it has
+    return parallel.data_mesh(n)
+
+
 def train_command(args, parser) -> int:
     try:
+        mesh = None if args.devices is None else _mesh(args.devices)
         net, loss, optimizer, train, test, batch, k_init, k_fit = _prepare(args)
+        if mesh is not None:
+            parallel.check_mesh("--devices", mesh, batch or len(train[0]))
     except (ValueError, TypeError, ImportError, OSError) as e:
         parser.error(str(e))
     say = (lambda *a, **k: print(*a, **k, file=sys.stderr)) if args.json else print
     params = net.init(k_init)
     say(net)
+    if mesh is not None:
+        say(f"data-parallel over {mesh.size} {mesh.devices.flat[0].platform} devices, "
+            f"{(batch or len(train[0])) // mesh.size} examples per device per step")
     n_check = min(32, len(train[0]))
     report = check_grads(net, params, train[0][:n_check], train[1][:n_check], loss)
     say(f"gradient check ({n_check} examples, float64): {report.message}")
@@ -243,7 +260,7 @@ def train_command(args, parser) -> int:
         try:
             params, opt_state, h = fit(net, params, train, loss, optimizer, epochs=n, batch_size=batch,
                                        key=k_fit, grad=args.grad, validation=test, opt_state=opt_state,
-                                       initial_epoch=epoch, return_opt_state=True)
+                                       initial_epoch=epoch, return_opt_state=True, mesh=mesh)
         except DivergenceError as e:
             where = ("" if not args.save else "; no checkpoint was saved before it" if saved is None
                      else f"; the last good checkpoint is {os.path.join(args.save, 'latest.fnnet')} (epoch {saved})")
@@ -267,6 +284,7 @@ def train_command(args, parser) -> int:
         "data": args.data, "sizes": [net.in_shape[0], *[layer.n_out for layer in net.layers]],
         "loss_name": loss.name, "optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs,
         "batch_size": batch or len(train[0]), "grad": args.grad, "seed": args.seed,
+        "devices": 1 if mesh is None else mesh.size,
         "gradcheck_ok": report.ok,
         "train": {k: float(v) for k, v in metrics(net, loss, params, *train).items()},
         "test": {k: float(v) for k, v in metrics(net, loss, params, *test).items()},

@@ -27,8 +27,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from fnnet._checks import host_values
 from fnnet._registry import resolve
 
 
@@ -89,7 +89,7 @@ class Loss:
                     f"dtype of class indices (for one-hot or soft targets use softmax_cross_entropy)"
                 )
             if not isinstance(y, jax.core.Tracer) and y.size:
-                labels = np.asarray(y)  # concrete: read on the host, never staged into a trace
+                labels = host_values(y)  # concrete: read on the host, never staged into a trace
                 lo, hi = int(labels.min()), int(labels.max())
                 if lo < 0 or hi >= out_shape[-1]:
                     raise ValueError(

@@ -20,7 +20,8 @@ import numpy as np
 import optax
 
 from fnnet import losses as losses_lib
-from fnnet._checks import is_int, shape_mismatches, structure_mismatch
+from fnnet import parallel
+from fnnet._checks import host_values, is_int, shape_mismatches, structure_mismatch
 from fnnet.backprop import backprop
 from fnnet.network import Network
 
@@ -60,7 +61,7 @@ def _accuracy(loss, out, y):
 
 
 def train_step(net: Network, loss, optimizer: optax.GradientTransformation, grad="backprop",
-               donate=True) -> Callable:
+               donate=True, mesh=None) -> Callable:
     """A jitted, pure training step `(params, opt_state, X, y) -> (params, opt_state, metrics)`.
 
     Args:
@@ -70,6 +71,10 @@ def train_step(net: Network, loss, optimizer: optax.GradientTransformation, grad
       grad: `"backprop"` (hand-written) or `"autodiff"` (`jax.grad`).
       donate: donate `params` and `opt_state` to the step, so XLA updates them in
         place; the arrays passed in are invalid afterwards.
+      mesh: a `jax.sharding.Mesh` with a "data" axis (`fnnet.parallel.data_mesh()`)
+        to run data-parallel: X and y split along it (the batch must divide
+        evenly), params, optimizer state and metrics replicated; the result
+        equals the single-device step on the same global batch.
 
     Returns:
       `step(params, opt_state, X, y)`, compiled once per input shape. `metrics`
@@ -87,7 +92,22 @@ def train_step(net: Network, loss, optimizer: optax.GradientTransformation, grad
     """
     loss = losses_lib.get(loss)
     _check_optimizer(optimizer)
-    return jax.jit(_update_fn(net, loss, optimizer, grad), donate_argnums=(0, 1) if donate else ())
+    update, donated = _update_fn(net, loss, optimizer, grad), (0, 1) if donate else ()
+    if mesh is None:
+        return jax.jit(update, donate_argnums=donated)
+    parallel.check_mesh("train_step", mesh)
+    replicated, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    step = jax.jit(update, in_shardings=(replicated, replicated, batch, batch), out_shardings=replicated,
+                   donate_argnums=donated)
+
+    def sharded_step(params, opt_state, X, y):
+        net.check(params, X, y, loss)
+        parallel.check_mesh("train_step", mesh, jnp.shape(X)[0])
+        params, opt_state = jax.device_put((params, opt_state), replicated)
+        return step(params, opt_state, *jax.device_put((X, y), batch))
+
+    sharded_step.jitted = step  # the compiled step itself, e.g. for .lower(...) inspection
+    return sharded_step
 
 
 def _update_fn(net, loss, optimizer, grad):
@@ -137,12 +157,13 @@ class DivergenceError(FloatingPointError):
         self.params, self.opt_state, self.history = params, opt_state, history
 
 
-def _epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle):
+def _epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle, mesh=None):
     """Pure `run(state, epoch_keys, epoch_ids, X, y, val) -> (state, history)` over epochs.
 
     `state` is `(params, opt_state, first_bad)`: `first_bad` is the global step at
     which the loss or params first became non-finite (−1 if never); from there on
-    updates are skipped, so `params` stays the last finite value.
+    updates are skipped, so `params` stays the last finite value. With a `mesh`,
+    each minibatch is split along its "data" axis.
     """
     update = _update_fn(net, loss, optimizer, grad)
     n_batches = n // batch_size
@@ -159,6 +180,8 @@ def _epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle):
 
             def step(state, xs):
                 (Xb, yb), i = xs
+                if mesh is not None:
+                    Xb, yb = jax.lax.with_sharding_constraint((Xb, yb), parallel.batch_sharded(mesh))
                 params, opt_state, first_bad = state
                 new_params, new_opt_state, m = update(params, opt_state, Xb, yb)
                 finite = jnp.isfinite(m["loss"]) & jax.tree.reduce(
@@ -181,15 +204,16 @@ def _epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle):
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle):
+def _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle, mesh=None):
     """`_epochs_fn`, jitted once per setting: a second `fit` with the same network, loss,
     optimizer object and shapes reuses the compiled program."""
-    return jax.jit(_epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle), donate_argnums=0)
+    return jax.jit(_epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle, mesh), donate_argnums=0,
+                   out_shardings=None if mesh is None else parallel.replicated(mesh))
 
 
 def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=None, key=None,
         grad="backprop", validation=None, opt_state=None, log_every=None, callback=None,
-        initial_epoch=0, return_opt_state=False):
+        initial_epoch=0, return_opt_state=False, mesh=None):
     """Train for `epochs` epochs, fused into one compiled `lax.scan` (or a few: see log_every).
 
     Each epoch draws a fresh permutation of the data from `key` on the device and
@@ -218,6 +242,12 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
       callback: see `log_every`; e.g. a progress bar.
       initial_epoch: number of the first epoch (to resume a run).
       return_opt_state: also return the final optimizer state.
+      mesh: a `jax.sharding.Mesh` with a "data" axis to train data-parallel: every
+        minibatch is split along it (batch_size must divide evenly), params and
+        optimizer state replicated; the same run as without a mesh, to float
+        rounding. Data in host or single-device memory is replicated to every
+        device; global arrays (`fnnet.parallel.global_batch`, one share of rows
+        per process) are used as they are.
 
     Returns:
       `(params, history)` (or `(params, opt_state, history)`): final params and a dict of numpy arrays of shape
@@ -239,6 +269,8 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     if validation is not None:
         net.check_data(*validation, loss)
     batch_size, shuffle = _check_schedule("fit", n, epochs, batch_size, key)
+    if mesh is not None:
+        parallel.check_mesh("fit", mesh, batch_size)
     log_every = epochs if log_every is None else log_every
     if not is_int(log_every, 1):
         raise ValueError(f"fit: log_every must be a positive int, got {log_every!r}")
@@ -252,11 +284,14 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     dtype = jax.tree.leaves(params)[0].dtype
     X, y = _cast_floating((X, y), dtype)  # float64 data must not promote float32 training
     validation = _cast_floating(validation, dtype)
-    run = _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle)
+    run = _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle, mesh)
     epoch_ids = jnp.arange(initial_epoch, initial_epoch + epochs)
     epoch_keys = _epoch_keys(key, epoch_ids)
     params = jax.tree.map(jnp.copy, params)  # the first chunk donates its inputs
     opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.copy, opt_state)
+    if mesh is not None:
+        params, opt_state = jax.device_put((params, opt_state), parallel.replicated(mesh))
+        X, y, validation = _replicate_local((X, y, validation), mesh)
     state = (params, opt_state, jnp.array(-1, jnp.int32))
     chunks = []
     for start in range(0, epochs, log_every):
@@ -298,6 +333,12 @@ def _epoch_keys(key, epoch_ids):
     return jax.vmap(lambda e: jax.random.fold_in(key, e))(epoch_ids)
 
 
+def _replicate_local(tree, mesh):
+    """Arrays this process holds whole, replicated over `mesh`; global arrays as they are."""
+    return jax.tree.map(lambda a: a if isinstance(a, jax.Array) and not a.is_fully_addressable
+                        else jax.device_put(a, parallel.replicated(mesh)), tree)
+
+
 def _check_finite(name, arrays):
     """ValueError naming the first non-finite row of concrete floating arrays (X, y)."""
     if arrays is None:
@@ -305,7 +346,7 @@ def _check_finite(name, arrays):
     for which, a in zip(("X", "y"), arrays):
         if isinstance(a, jax.core.Tracer):
             continue
-        a = np.asarray(a)
+        a = host_values(a)
         if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
             row = int(np.argwhere(~np.isfinite(a))[0][0])
             raise ValueError(f"fit: {name} {which} has non-finite values (first in row {row}: "

@@ -8,3 +8,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Start the backend now, with JAX's default devices (one on CPU): `fnnet train --devices N` run
+# in-process must then find the device count fixed, whichever test runs first.
+jax.devices()

@@ -130,6 +130,7 @@ def test_train_prints_metrics():
         (["--epochs", "0"], "--epochs must be ≥ 1, got 0"),
         (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
         (["--data", "digits", "--loss", "bce"], "needs 2 classes; this dataset has 10"),
+        (["--data", "xor", "--devices", "2"], "data_mesh: asked for 2 devices but JAX has 1 (cpu)"),
     ],
 )
 def test_train_rejects_bad_flags(capsys, args, message):

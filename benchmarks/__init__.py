@@ -1,0 +1,1 @@
+"""fnnet's benchmarks: `python -m benchmarks.run [--quick]`."""

@@ -1,0 +1,39 @@
+"""Interleaved timing: every candidate measured in turn (A B C A B C ...), medians and spread."""
+
+import time
+
+import numpy as np
+
+
+def interleaved(candidates: dict, repeats: int, number: int) -> dict:
+    """Seconds per call of each candidate: `{name: {"median", "min", "max", "q25", "q75"}}`.
+
+    Args:
+      candidates: name -> a function taking no arguments that runs the work once
+        and blocks until it is done (`jax.block_until_ready`).
+      repeats: rounds; each round times `number` calls of every candidate in turn,
+        so slow drifts of the machine (heat, other processes) hit all alike.
+      number: calls per timing, to rise above the clock's resolution.
+    """
+    samples = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            for _ in range(number):
+                run()
+            samples[name].append((time.perf_counter() - start) / number)
+    return {name: summary(s) for name, s in samples.items()}
+
+
+def summary(samples) -> dict:
+    s = np.asarray(samples)
+    return {"median": float(np.median(s)), "min": float(s.min()), "max": float(s.max()),
+            "q25": float(np.quantile(s, 0.25)), "q75": float(np.quantile(s, 0.75)), "n": len(s)}
+
+
+def calls_per_timing(run, target_seconds=0.02) -> int:
+    """How many calls of `run` take about `target_seconds` (at least 1)."""
+    start = time.perf_counter()
+    run()
+    once = max(time.perf_counter() - start, 1e-7)
+    return max(1, int(target_seconds / once))

@@ -14,7 +14,227 @@ import subprocess
 import sys
 import time
 
+from benchmarks import baselines, timing, workloads
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _block(x):
+    import jax
+    return jax.block_until_ready(x)
+
+
+def peak(args):
+    """The machine's float32 matmul peak: jitted jnp.dot of n×n matrices."""
+    import jax
+    import jax.numpy as jnp
+
+    rows = {}
+    for n in (512,) if args.smoke else (1024, 2048):
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+        dot = jax.jit(jnp.dot)
+        _block(dot(a, a))
+        t = timing.interleaved({"dot": lambda: _block(dot(a, a))}, args.repeats, 1 if n >= 2048 else 4)["dot"]
+        rows[f"{n}x{n}"] = t | {"gflops": 2 * n ** 3 / t["median"] / 1e9}
+    best = max(r["gflops"] for r in rows.values())
+    table = [f"float32 matmul peak (jitted jnp.dot): " + ", ".join(f"{k} {r['gflops']:.1f} GFLOP/s" for k, r in rows.items())]
+    return {"rows": rows, "peak_gflops": best}, "\n".join(table)
+
+
+IMPLEMENTATIONS = ("raw JAX", "fnnet backprop", "fnnet autodiff", "fnnet fit", "numpy", "torch")
+
+
+def steps(args, peak_gflops=None):
+    """Steady-state time per SGD step of every implementation on W1–W4, interleaved."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import fnnet
+
+    chosen = workloads.WORKLOADS[:2] if args.smoke else workloads.WORKLOADS
+    result, notes = {}, []
+    for w in chosen:
+        net, optimizer = w.net(), optax.sgd(w.lr)
+        params = net.init(jax.random.key(0))
+        X, y = workloads.batch(w, jax.random.key(1))
+        copy = lambda: jax.tree.map(jnp.copy, params)
+        raw = baselines.raw_jax_step(w)
+        fnnet_steps = {g: fnnet.train_step(net, w.loss, optimizer, grad=g) for g in fnnet.train.GRAD_MODES}
+        np_step = baselines.numpy_step(w)
+        np_params = jax.tree.map(np.asarray, params)
+        Xn, yn = np.asarray(X), np.asarray(y)
+
+        # Correctness first: 3 steps of every implementation land where raw JAX does. The
+        # first call of each compiles it: its time, less a step's, is the compile time.
+        first = {}
+        reference = copy()
+        for i in range(3):
+            start = time.perf_counter()
+            reference, value = raw(reference, X, y)
+            _block(value)
+            first.setdefault("raw JAX", time.perf_counter() - start)
+        for g, step in fnnet_steps.items():
+            p, o = copy(), optimizer.init(params)
+            for _ in range(3):
+                start = time.perf_counter()
+                p, o, m = step(p, o, X, y)
+                _block(m)
+                first.setdefault(f"fnnet {g}", time.perf_counter() - start)
+            _assert_close(f"fnnet {g}", w, p, reference)
+        q = np_params
+        for _ in range(3):
+            q = np_step(q, Xn, yn)
+        _assert_close("numpy", w, q, reference)
+        n_fit = 8  # fit: 8 minibatches of w.batch per epoch, shuffled on the device
+        Xf, yf = (jnp.tile(X, (n_fit,) + (1,) * (X.ndim - 1)), jnp.tile(y, (n_fit,) + (1,) * (y.ndim - 1)))
+        fit_epochs = 4 if w.name != "W3" else 1
+        fit_kw = dict(epochs=fit_epochs, batch_size=w.batch, key=jax.random.key(2))
+        one_epoch = fnnet.fit(net, params, (X, y), w.loss, optimizer, epochs=3)[0]  # full batch: the same 3 steps
+        _assert_close("fnnet fit", w, one_epoch, reference)
+
+        start = time.perf_counter()
+        _block(fnnet.fit(net, params, (Xf, yf), w.loss, optimizer, **fit_kw)[0])
+        first["fnnet fit"] = time.perf_counter() - start
+
+        state = {"raw JAX": copy(),
+                 **{f"fnnet {g}": (copy(), optimizer.init(params)) for g in fnnet_steps}}
+
+        def run_raw():
+            state["raw JAX"], value = raw(state["raw JAX"], X, y)
+            _block(value)
+
+        def fnnet_runner(g):
+            def run():
+                p, o, m = fnnet_steps[g](*state[f"fnnet {g}"], X, y)
+                state[f"fnnet {g}"] = (p, o)
+                _block(m["loss"])
+            return run
+
+        def run_fit():  # per step: one call of fit_epochs × n_fit steps, divided below
+            _block(fnnet.fit(net, params, (Xf, yf), w.loss, optimizer, **fit_kw)[0])
+
+        def run_numpy():  # always from the same params: numpy has no flush-to-zero, and as
+            np_step(np_params, Xn, yn)  # training drifts into denormals it slows 50×
+
+        runs = {"raw JAX": run_raw, **{f"fnnet {g}": fnnet_runner(g) for g in fnnet_steps},
+                "fnnet fit": run_fit, "numpy": run_numpy}
+        torch_run = baselines.torch_step(w, params, X, y)
+        if torch_run is None:
+            notes.append("torch: not installed, skipped")
+        else:
+            runs["torch"] = torch_run
+        number = {name: timing.calls_per_timing(run, args.target) for name, run in runs.items()}
+        times = timing.interleaved(runs, args.repeats, number, settle={"numpy", "torch"})
+        fit_steps = fit_epochs * n_fit
+        compile_s = {name: max(first[name] - times[name]["median"], 0.0) for name in first}
+        times["fnnet fit"] = {k: (v / fit_steps if k != "n" else v) for k, v in times["fnnet fit"].items()}
+        base = times["raw JAX"]["median"]
+        rows = {}
+        for name, t in times.items():
+            rows[name] = t | {"ratio_to_raw_jax": t["median"] / base, "compile_s": compile_s.get(name)}
+            if peak_gflops and w.name == "W3":
+                rows[name]["gflops"] = w.flops_per_step() / t["median"] / 1e9
+                rows[name]["fraction_of_peak"] = rows[name]["gflops"] / peak_gflops
+        rows["fnnet backprop"]["ratio_to_autodiff"] = (times["fnnet backprop"]["median"]
+                                                       / times["fnnet autodiff"]["median"])
+        result[w.name] = {"title": w.title, "batch": w.batch, "rows": rows}
+
+    lines = [f"time per SGD step after compilation, float32, medians of {args.repeats} interleaved repeats"]
+    header = f"{'workload':<28}{'implementation':<16}{'µs/step':>10}{'q25–q75':>18}{'× raw JAX':>11}{'compile s':>11}"
+    lines.append(header + ("  % of matmul peak" if peak_gflops else ""))
+    for name, r in result.items():
+        for impl, row in r["rows"].items():
+            spread = f"{_us(row['q25'])}–{_us(row['q75'])}"
+            compiled = "" if row["compile_s"] is None else f"{row['compile_s']:.2f}"
+            extra = f"{100 * row['fraction_of_peak']:>17.0f}%" if "fraction_of_peak" in row else ""
+            lines.append(f"{name + ' ' + r['title']:<28}{impl:<16}{_us(row['median']):>10}{spread:>18}"
+                         f"{row['ratio_to_raw_jax']:>11.2f}{compiled:>11}{extra}")
+    lines.append("backprop / autodiff: " + ", ".join(
+        f"{name} {r['rows']['fnnet backprop']['ratio_to_autodiff']:.2f}" for name, r in result.items()))
+    lines += notes[:1]
+    return {"workloads": result, "notes": notes[:1]}, "\n".join(lines)
+
+
+def _us(seconds):
+    us = seconds * 1e6
+    return f"{us:.1f}" if us < 100 else f"{us:.0f}"
+
+
+def _assert_close(name, w, params, reference, tol=1e-4):
+    import numpy as np
+    import jax
+    error = max(float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-30))
+                for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)))
+    if not error <= tol:
+        raise AssertionError(f"{name} on {w.name} computes different parameters than raw JAX after 3 steps "
+                             f"(max rel. error {error:.1e}): not timing a wrong computation")
+
+
+def xor(args):
+    """W1 end to end: 2000 epochs of the textbook's XOR training, one model and 64 at once."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import fnnet
+
+    w = workloads.W1
+    net, optimizer = w.net(), optax.sgd(w.lr)
+    X, y = workloads.XOR_X, workloads.XOR_Y
+    Xn, yn = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    epochs = 2000
+    keys = jax.random.split(jax.random.key(0), 64)
+    params = net.init(keys[0])
+    update = baselines.raw_jax_update(w)
+    raw_epochs = jax.jit(lambda p: jax.lax.scan(lambda p, _: update(p, X, y), p, length=epochs))
+
+    def run_numpy():
+        np.random.seed(0)
+        baselines.textbook_train(baselines.SimpleNN(2, 4, 1), Xn, yn, epochs, lr=1.0)
+
+    def run_fit():
+        _block(fnnet.fit(net, params, (X, y), w.loss, optimizer, epochs=epochs)[0])
+
+    def run_raw():
+        _block(raw_epochs(params))
+
+    def run_ensemble():
+        _block(fnnet.fit_ensemble(net, keys, (X, y), w.loss, optimizer, epochs=epochs)[0])
+
+    runs = {"numpy textbook": run_numpy, "raw JAX scan": run_raw, "fnnet fit": run_fit,
+            "fnnet fit_ensemble ×64": run_ensemble}
+    # correctness: fit equals the raw-JAX scan; ensemble model 0 equals fit
+    fitted = fnnet.fit(net, params, (X, y), w.loss, optimizer, epochs=epochs)[0]
+    _assert_close("fnnet fit (2000 epochs)", w, fitted, raw_epochs(params)[0], tol=1e-3)
+    compile_s = {}
+    for name, run in runs.items():
+        start = time.perf_counter()
+        run()
+        compile_s[name] = time.perf_counter() - start
+    models = fnnet.fit_ensemble(net, keys, (X, y), w.loss, optimizer, epochs=epochs)[0]
+    _assert_close("fnnet fit_ensemble model 0", w, jax.tree.map(lambda a: a[0], models), fitted, tol=1e-5)
+    number = {name: timing.calls_per_timing(run, args.target) for name, run in runs.items()}
+    times = timing.interleaved(runs, args.repeats, number, settle={"numpy textbook"})
+    numpy_s = times["numpy textbook"]["median"]
+    rows = {}
+    for name, t in times.items():
+        n_models = 64 if "×64" in name else 1
+        rows[name] = t | {"compile_s": max(compile_s[name] - t["median"], 0.0) if name != "numpy textbook" else None,
+                          "speedup_vs_numpy": numpy_s / t["median"],
+                          "model_epochs_per_s": n_models * epochs / t["median"]}
+    rows["fnnet fit_ensemble ×64"]["throughput_vs_numpy"] = (rows["fnnet fit_ensemble ×64"]["model_epochs_per_s"]
+                                                             / rows["numpy textbook"]["model_epochs_per_s"])
+    lines = [f"XOR 2-4-1, {epochs} epochs end to end (after compilation), medians of {args.repeats}",
+             f"{'implementation':<26}{'ms':>9}{'q25–q75':>16}{'× faster than numpy':>21}{'model-epochs/s':>16}"]
+    for name, r in rows.items():
+        spread = f"{r['q25'] * 1e3:.3f}–{r['q75'] * 1e3:.3f}"
+        lines.append(f"{name:<26}{r['median'] * 1e3:>9.3f}{spread:>16}{r['speedup_vs_numpy']:>21.1f}"
+                     f"{r['model_epochs_per_s']:>16.3g}")
+    lines.append(f"ensemble throughput: {rows['fnnet fit_ensemble ×64']['throughput_vs_numpy']:.0f}× the numpy network's model-epochs/s")
+    return {"epochs": epochs, "rows": rows}, "\n".join(lines)
 
 
 def scaling(args):
@@ -35,7 +255,7 @@ def scaling(args):
     return result, "\n".join(lines)
 
 
-SECTIONS = {"scaling": scaling}
+SECTIONS = {"peak": peak, "steps": steps, "xor": xor, "scaling": scaling}
 
 
 def main(argv=None):
@@ -46,6 +266,7 @@ def main(argv=None):
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results.json"), help="where to write")
     args = parser.parse_args(argv)
     args.repeats = 2 if args.smoke else 5 if args.quick else 15
+    args.target = 0.002 if args.smoke else 0.02 if args.quick else 0.05  # seconds per timing
     sections = args.sections.split(",")
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
@@ -58,7 +279,8 @@ def main(argv=None):
               "settings": {"quick": args.quick, "smoke": args.smoke, "repeats": args.repeats}}
     started = time.perf_counter()
     for name in sections:
-        result, table = SECTIONS[name](args)
+        extra = {"peak_gflops": report["peak"]["peak_gflops"]} if name == "steps" and "peak" in report else {}
+        result, table = SECTIONS[name](args, **extra)
         report[name] = result
         print(table, end="\n\n", flush=True)
     report["seconds"] = time.perf_counter() - started

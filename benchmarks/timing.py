@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 
-def interleaved(candidates: dict, repeats: int, number: int) -> dict:
+def interleaved(candidates: dict, repeats: int, number, settle=()) -> dict:
     """Seconds per call of each candidate: `{name: {"median", "min", "max", "q25", "q75"}}`.
 
     Args:
@@ -13,15 +13,23 @@ def interleaved(candidates: dict, repeats: int, number: int) -> dict:
         and blocks until it is done (`jax.block_until_ready`).
       repeats: rounds; each round times `number` calls of every candidate in turn,
         so slow drifts of the machine (heat, other processes) hit all alike.
-      number: calls per timing, to rise above the clock's resolution.
+      number: calls per timing, to rise above the clock's resolution: an int,
+        or a dict with one per candidate.
+      settle: names after whose turn to pause 0.2 s, untimed. numpy's OpenBLAS keeps
+        its threads spinning for about 0.1 s after a call, stealing the cores from
+        whoever runs next: without the pause a JAX step measured 2× slower right
+        after numpy.
     """
+    number = number if isinstance(number, dict) else dict.fromkeys(candidates, number)
     samples = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, run in candidates.items():
             start = time.perf_counter()
-            for _ in range(number):
+            for _ in range(number[name]):
                 run()
-            samples[name].append((time.perf_counter() - start) / number)
+            samples[name].append((time.perf_counter() - start) / number[name])
+            if name in settle:
+                time.sleep(0.2)
     return {name: summary(s) for name, s in samples.items()}
 
 

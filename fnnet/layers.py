@@ -36,6 +36,18 @@ def _set(obj, **fields):
         object.__setattr__(obj, name, value)
 
 
+SMALL_LAYER = 16
+"""Weights (n_in · n_out) up to which Dense multiplies by broadcasting instead of a matmul."""
+
+
+def _matmul(a, b, small):
+    """a `(p, q)` times b `(q, r)`. For a small layer a broadcast multiply-and-sum, which XLA
+    fuses with the elementwise work around it: on CPU each matmul call has a fixed cost that
+    dwarfs a tiny layer's arithmetic (the textbook's 2-4-1 XOR net). Larger layers use the
+    matmul."""
+    return (a[:, :, None] * b[None, :, :]).sum(axis=1) if small else a @ b
+
+
 def _check_flat(layer, in_shape):
     if len(in_shape) != 1:
         raise ValueError(
@@ -86,15 +98,18 @@ class Dense:
         return {"W": W, "b": b}, (self.n_out,)
 
     def forward(self, params, x):
-        z = x @ params["W"] + params["b"][None, :]
+        W = params["W"]
+        z = _matmul(x, W, W.size <= SMALL_LAYER) + params["b"][None, :]
         return self.activation(z), (x, z)
 
     def backward(self, params, cache, da):
         x, z = cache
+        W = params["W"]
+        small = W.size <= SMALL_LAYER
         delta = self.activation.backward(z, da)
-        dW = x.T @ delta
+        dW = _matmul(x.T, delta, small)
         db = delta.sum(axis=0)
-        dx = delta @ params["W"].T
+        dx = _matmul(delta, W.T, small)
         return {"W": dW, "b": db}, dx
 
 

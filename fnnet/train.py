@@ -157,18 +157,38 @@ class DivergenceError(FloatingPointError):
         self.params, self.opt_state, self.history = params, opt_state, history
 
 
-def _epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle, mesh=None):
-    """Pure `run(state, epoch_keys, epoch_ids, X, y, val) -> (state, history)` over epochs.
+def _epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle, n_epochs, mesh=None):
+    """Pure `run(params, opt_state, key, first_epoch, X, y, val) -> (params, opt_state, first_bad,
+    history)` over `n_epochs` epochs, numbered from `first_epoch`.
 
-    `state` is `(params, opt_state, first_bad)`: `first_bad` is the global step at
-    which the loss or params first became non-finite (−1 if never); from there on
-    updates are skipped, so `params` stays the last finite value. With a `mesh`,
-    each minibatch is split along its "data" axis.
+    Epoch e shuffles with `fold_in(key, e)`. `opt_state=None` starts from
+    `optimizer.init(params)`; floating data is cast to the params' dtype.
+    `first_bad` is the global step at which the loss or params first became
+    non-finite (−1 if never); from there on updates are skipped, so `params`
+    stays the last finite value. With a `mesh`, each minibatch is split along
+    its "data" axis.
     """
     update = _update_fn(net, loss, optimizer, grad)
     n_batches = n // batch_size
 
-    def run(state, epoch_keys, epoch_ids, X, y, val):
+    def step(state, xs):
+        (Xb, yb), i, e = xs
+        if mesh is not None:
+            Xb, yb = jax.lax.with_sharding_constraint((Xb, yb), parallel.batch_sharded(mesh))
+        params, opt_state, first_bad = state
+        new_params, new_opt_state, m = update(params, opt_state, Xb, yb)
+        finite = jnp.isfinite(m["loss"]) & jax.tree.reduce(
+            jnp.logical_and, jax.tree.map(lambda p: jnp.isfinite(p).all(), new_params))
+        ok = finite & (first_bad < 0)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        here = (e * n_batches + i).astype(first_bad.dtype)
+        first_bad = jnp.where(finite | (first_bad >= 0), first_bad, here)
+        return (keep(new_params, params), keep(new_opt_state, opt_state), first_bad), m
+
+    def run(params, opt_state, key, first_epoch, X, y, val):
+        X, y, val = _cast_floating((X, y, val), jax.tree.leaves(params)[0].dtype)
+        opt_state = optimizer.init(params) if opt_state is None else opt_state
+
         def epoch(state, xs):
             key, e = xs
             if shuffle:
@@ -177,38 +197,38 @@ def _epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle, mesh=None):
             else:
                 Xe, ye = X, y
             batches = jax.tree.map(lambda a: a.reshape(n_batches, batch_size, *a.shape[1:]), (Xe, ye))
-
-            def step(state, xs):
-                (Xb, yb), i = xs
-                if mesh is not None:
-                    Xb, yb = jax.lax.with_sharding_constraint((Xb, yb), parallel.batch_sharded(mesh))
-                params, opt_state, first_bad = state
-                new_params, new_opt_state, m = update(params, opt_state, Xb, yb)
-                finite = jnp.isfinite(m["loss"]) & jax.tree.reduce(
-                    jnp.logical_and, jax.tree.map(lambda p: jnp.isfinite(p).all(), new_params))
-                ok = finite & (first_bad < 0)
-                keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-                here = (e * n_batches + i).astype(first_bad.dtype)
-                first_bad = jnp.where(finite | (first_bad >= 0), first_bad, here)
-                return (keep(new_params, params), keep(new_opt_state, opt_state), first_bad), m
-
-            state, ms = jax.lax.scan(step, state, (batches, jnp.arange(n_batches)))
+            es = jnp.full(n_batches, e)
+            # one minibatch per epoch (full batch): no inner loop at all
+            state, ms = jax.lax.scan(step, state, (batches, jnp.arange(n_batches), es),
+                                     unroll=n_batches == 1)
             history = jax.tree.map(jnp.mean, ms)
             if val is not None:
                 history |= {f"val_{k}": v for k, v in metrics(net, loss, state[0], *val).items()}
             return state, history
 
-        return jax.lax.scan(epoch, state, (epoch_keys, epoch_ids))
+        epoch_ids = first_epoch + jnp.arange(n_epochs)
+        epoch_keys = (jax.vmap(lambda e: jax.random.fold_in(key, e))(epoch_ids) if shuffle
+                      else jnp.broadcast_to(key, (n_epochs,)))  # unused: no shuffling
+        state = (params, opt_state, jnp.array(-1, jnp.int32))
+        (params, opt_state, first_bad), history = jax.lax.scan(epoch, state, (epoch_keys, epoch_ids))
+        return params, opt_state, first_bad, history
 
     return run
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle, mesh=None):
+def _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle, n_epochs, mesh=None):
     """`_epochs_fn`, jitted once per setting: a second `fit` with the same network, loss,
-    optimizer object and shapes reuses the compiled program."""
-    return jax.jit(_epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle, mesh), donate_argnums=0,
+    optimizer object and shapes reuses the compiled program. Nothing is donated: the
+    caller's params and opt_state stay valid, with no copy made to protect them."""
+    return jax.jit(_epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle, n_epochs, mesh),
                    out_shardings=None if mesh is None else parallel.replicated(mesh))
+
+
+@functools.cache
+def _unused_key():
+    """The key passed where no shuffling happens (created once, on first use)."""
+    return jax.random.key(0)
 
 
 def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=None, key=None,
@@ -281,35 +301,28 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     if opt_state is not None:
         _check_opt_state(opt_state, optimizer, params)
 
-    dtype = jax.tree.leaves(params)[0].dtype
-    X, y = _cast_floating((X, y), dtype)  # float64 data must not promote float32 training
-    validation = _cast_floating(validation, dtype)
-    run = _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle, mesh)
-    epoch_ids = jnp.arange(initial_epoch, initial_epoch + epochs)
-    epoch_keys = _epoch_keys(key, epoch_ids)
-    params = jax.tree.map(jnp.copy, params)  # the first chunk donates its inputs
-    opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.copy, opt_state)
     if mesh is not None:
         params, opt_state = jax.device_put((params, opt_state), parallel.replicated(mesh))
         X, y, validation = _replicate_local((X, y, validation), mesh)
-    state = (params, opt_state, jnp.array(-1, jnp.int32))
+    key = _unused_key() if key is None else key
     chunks = []
     for start in range(0, epochs, log_every):
         stop = min(start + log_every, epochs)
-        state, history = run(state, epoch_keys[start:stop], epoch_ids[start:stop], X, y, validation)
+        run = _compiled_epochs(net, loss, optimizer, grad, n, batch_size, shuffle, stop - start, mesh)
+        params, opt_state, first_bad, history = run(params, opt_state, key, initial_epoch + start,
+                                                    X, y, validation)
         chunks.append(jax.tree.map(np.asarray, history))
-        first_bad = int(state[2])
+        first_bad = int(first_bad)
         if first_bad >= 0:
-            n_batches = n // batch_size
-            epoch, step = divmod(first_bad, n_batches)
+            epoch, step = divmod(first_bad, n // batch_size)
             done = _concat(chunks)
-            raise DivergenceError(epoch, step, state[0], state[1],
+            raise DivergenceError(epoch, step, params, opt_state,
                                   {k: v[: epoch - initial_epoch] for k, v in done.items()})
         if callback is not None:
             callback(stop, _concat(chunks))
     if return_opt_state:
-        return state[0], state[1], _concat(chunks)
-    return state[0], _concat(chunks)
+        return params, opt_state, _concat(chunks)
+    return params, _concat(chunks)
 
 
 def _check_schedule(where, n, epochs, batch_size, key):
@@ -325,12 +338,6 @@ def _check_schedule(where, n, epochs, batch_size, key):
         raise ValueError(f"{where}: batch_size={batch_size} < {n} examples: pass key=jax.random.key(...) "
                          f"for the on-device shuffling")
     return batch_size, shuffle
-
-
-def _epoch_keys(key, epoch_ids):
-    """The shuffling key of each epoch: fold_in(key, e), independent of how a run is split."""
-    key = key if key is not None else jax.random.key(0)
-    return jax.vmap(lambda e: jax.random.fold_in(key, e))(epoch_ids)
 
 
 def _replicate_local(tree, mesh):
@@ -433,7 +440,7 @@ def fit_ensemble(net: Network, keys, data, loss, optimizer, *, epochs: int, batc
     validation = _cast_floating(validation, dtype)
     run = _compiled_ensemble(net, loss, opt, grad, n, batch_size, shuffle, epochs,
                              jnp.dtype(dtype), rates is not None)
-    params, history = run(keys, rates, _epoch_keys(key, jnp.arange(epochs)), X, y, validation)
+    params, history = run(keys, rates, _unused_key() if key is None else key, X, y, validation)
     return params, jax.tree.map(np.asarray, history)
 
 
@@ -446,15 +453,14 @@ def _injected(optimizer_factory):
 @functools.lru_cache(maxsize=64)
 def _compiled_ensemble(net, loss, opt, grad, n, batch_size, shuffle, epochs, dtype, sweep):
     """jit(vmap over models) of whole training runs, compiled once per setting."""
-    run = _epochs_fn(net, loss, opt, grad, n, batch_size, shuffle)
+    run = _epochs_fn(net, loss, opt, grad, n, batch_size, shuffle, epochs)
 
-    def one(init_key, rate, epoch_keys, X, y, validation):
+    def one(init_key, rate, key, X, y, validation):
         params = net.init(init_key, dtype)
         opt_state = opt.init(params)
         if sweep:
             opt_state.hyperparams["learning_rate"] = rate
-        state, history = run((params, opt_state, jnp.array(-1, jnp.int32)), epoch_keys,
-                             jnp.arange(epochs), X, y, validation)
-        return state[0], history | {"diverged_at": state[2]}
+        params, _, first_bad, history = run(params, opt_state, key, 0, X, y, validation)
+        return params, history | {"diverged_at": first_bad}
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0 if sweep else None, None, None, None, None)))

@@ -34,7 +34,8 @@ def peak(args):
         a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
         dot = jax.jit(jnp.dot)
         _block(dot(a, a))
-        t = timing.interleaved({"dot": lambda: _block(dot(a, a))}, args.repeats, 1 if n >= 2048 else 4)["dot"]
+        t = timing.interleaved({"dot": lambda: _block(dot(a, a))}, args.repeats, 1 if n >= 2048 else 4,
+                               args.settle)["dot"]
         rows[f"{n}x{n}"] = t | {"gflops": 2 * n ** 3 / t["median"] / 1e9}
     best = max(r["gflops"] for r in rows.values())
     table = [f"float32 matmul peak (jitted jnp.dot): " + ", ".join(f"{k} {r['gflops']:.1f} GFLOP/s" for k, r in rows.items())]
@@ -126,7 +127,7 @@ def steps(args, peak_gflops=None):
         else:
             runs["torch"] = torch_run
         number = {name: timing.calls_per_timing(run, args.target) for name, run in runs.items()}
-        times = timing.interleaved(runs, args.repeats, number, settle={"numpy", "torch"})
+        times = timing.interleaved(runs, args.repeats, number, args.settle)
         fit_steps = fit_epochs * n_fit
         compile_s = {name: max(first[name] - times[name]["median"], 0.0) for name in first}
         times["fnnet fit"] = {k: (v / fit_steps if k != "n" else v) for k, v in times["fnnet fit"].items()}
@@ -217,7 +218,7 @@ def xor(args):
     models = fnnet.fit_ensemble(net, keys, (X, y), w.loss, optimizer, epochs=epochs)[0]
     _assert_close("fnnet fit_ensemble model 0", w, jax.tree.map(lambda a: a[0], models), fitted, tol=1e-5)
     number = {name: timing.calls_per_timing(run, args.target) for name, run in runs.items()}
-    times = timing.interleaved(runs, args.repeats, number, settle={"numpy textbook"})
+    times = timing.interleaved(runs, args.repeats, number, args.settle)
     numpy_s = times["numpy textbook"]["median"]
     rows = {}
     for name, t in times.items():
@@ -265,8 +266,9 @@ def main(argv=None):
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "results.json"), help="where to write")
     args = parser.parse_args(argv)
-    args.repeats = 2 if args.smoke else 5 if args.quick else 15
+    args.repeats = 2 if args.smoke else 7 if args.quick else 21
     args.target = 0.002 if args.smoke else 0.02 if args.quick else 0.05  # seconds per timing
+    args.settle = 0.0 if args.smoke else 0.2  # pause before each turn (see timing.interleaved)
     sections = args.sections.split(",")
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:

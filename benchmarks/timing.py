@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 
-def interleaved(candidates: dict, repeats: int, number, settle=()) -> dict:
+def interleaved(candidates: dict, repeats: int, number, settle=0.2) -> dict:
     """Seconds per call of each candidate: `{name: {"median", "min", "max", "q25", "q75"}}`.
 
     Args:
@@ -15,21 +15,22 @@ def interleaved(candidates: dict, repeats: int, number, settle=()) -> dict:
         so slow drifts of the machine (heat, other processes) hit all alike.
       number: calls per timing, to rise above the clock's resolution: an int,
         or a dict with one per candidate.
-      settle: names after whose turn to pause 0.2 s, untimed. numpy's OpenBLAS keeps
-        its threads spinning for about 0.1 s after a call, stealing the cores from
-        whoever runs next: without the pause a JAX step measured 2× slower right
-        after numpy.
+      settle: seconds to pause before each turn, which then starts with one untimed
+        call. Thread pools keep spinning after a call (numpy's OpenBLAS for about
+        0.1 s, XLA's a little) and steal the cores from whoever runs next: without
+        the pause a JAX step measured 2× slower right after numpy, and numpy up to
+        10× slower right after JAX.
     """
     number = number if isinstance(number, dict) else dict.fromkeys(candidates, number)
     samples = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, run in candidates.items():
+            time.sleep(settle)
+            run()
             start = time.perf_counter()
             for _ in range(number[name]):
                 run()
             samples[name].append((time.perf_counter() - start) / number[name])
-            if name in settle:
-                time.sleep(0.2)
     return {name: summary(s) for name, s in samples.items()}
 
 

@@ -171,20 +171,6 @@ def _epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle, n_epochs, mes
     update = _update_fn(net, loss, optimizer, grad)
     n_batches = n // batch_size
 
-    def step(state, xs):
-        (Xb, yb), i, e = xs
-        if mesh is not None:
-            Xb, yb = jax.lax.with_sharding_constraint((Xb, yb), parallel.batch_sharded(mesh))
-        params, opt_state, first_bad = state
-        new_params, new_opt_state, m = update(params, opt_state, Xb, yb)
-        finite = jnp.isfinite(m["loss"]) & jax.tree.reduce(
-            jnp.logical_and, jax.tree.map(lambda p: jnp.isfinite(p).all(), new_params))
-        ok = finite & (first_bad < 0)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-        here = (e * n_batches + i).astype(first_bad.dtype)
-        first_bad = jnp.where(finite | (first_bad >= 0), first_bad, here)
-        return (keep(new_params, params), keep(new_opt_state, opt_state), first_bad), m
-
     def run(params, opt_state, key, first_epoch, X, y, val):
         X, y, val = _cast_floating((X, y, val), jax.tree.leaves(params)[0].dtype)
         opt_state = optimizer.init(params) if opt_state is None else opt_state
@@ -197,10 +183,23 @@ def _epochs_fn(net, loss, optimizer, grad, n, batch_size, shuffle, n_epochs, mes
             else:
                 Xe, ye = X, y
             batches = jax.tree.map(lambda a: a.reshape(n_batches, batch_size, *a.shape[1:]), (Xe, ye))
-            es = jnp.full(n_batches, e)
-            # one minibatch per epoch (full batch): no inner loop at all
-            state, ms = jax.lax.scan(step, state, (batches, jnp.arange(n_batches), es),
-                                     unroll=n_batches == 1)
+
+            def step(state, xs):
+                (Xb, yb), i = xs
+                if mesh is not None:
+                    Xb, yb = jax.lax.with_sharding_constraint((Xb, yb), parallel.batch_sharded(mesh))
+                params, opt_state, first_bad = state
+                new_params, new_opt_state, m = update(params, opt_state, Xb, yb)
+                finite = jnp.isfinite(m["loss"]) & jax.tree.reduce(
+                    jnp.logical_and, jax.tree.map(lambda p: jnp.isfinite(p).all(), new_params))
+                ok = finite & (first_bad < 0)
+                keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+                here = (e * n_batches + i).astype(first_bad.dtype)
+                first_bad = jnp.where(finite | (first_bad >= 0), first_bad, here)
+                return (keep(new_params, params), keep(new_opt_state, opt_state), first_bad), m
+
+            # one minibatch per epoch (full batch): unrolled, no inner loop at all
+            state, ms = jax.lax.scan(step, state, (batches, jnp.arange(n_batches)), unroll=n_batches == 1)
             history = jax.tree.map(jnp.mean, ms)
             if val is not None:
                 history |= {f"val_{k}": v for k, v in metrics(net, loss, state[0], *val).items()}

@@ -44,7 +44,8 @@ def raw_jax_update(workload):
 # ---------- numpy: the textbook's network, and the same delta recursion at any depth ----------
 
 class SimpleNN:
-    """The article's two-layer network, verbatim (ReLU hidden layer, sigmoid output, SGD)."""
+    """The article's two-layer network, verbatim (ReLU hidden layer, sigmoid output, SGD, updates
+    in place): the oracle of tests/test_textbook.py and the numpy baseline of the benchmark."""
 
     def __init__(self, n_in, n_hid, n_out):
         self.W1 = np.random.randn(n_in, n_hid) * 0.1
@@ -56,6 +57,7 @@ class SimpleNN:
         return np.maximum(0, x)
 
     def sigmoid(self, x):
+        # Clip x to avoid overflow
         x = np.clip(x, -500, 500)
         return 1 / (1 + np.exp(-x))
 
@@ -71,10 +73,13 @@ class SimpleNN:
         dz2 = self.y_pred - y_true
         dW2 = (self.a1.T @ dz2) / m
         db2 = np.sum(dz2, axis=0) / m
+
         da1 = dz2 @ self.W2.T
-        dz1 = da1 * (self.z1 > 0)
+        dz1 = da1 * (self.z1 > 0)  # ReLU derivative
         dW1 = (X.T @ dz1) / m
         db1 = np.sum(dz1, axis=0) / m
+
+        # Update parameters
         self.W2 -= lr * dW2
         self.b2 -= lr * db2
         self.W1 -= lr * dW1

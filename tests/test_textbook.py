@@ -1,8 +1,8 @@
 """fnnet against the textbook article's numpy network: same weights, same numbers.
 
 The article (shared/textbook-article.txt) trains a two-layer ReLU/sigmoid network on
-XOR with backprop written out in numpy. Its `SimpleNN` is copied below verbatim and
-serves as an oracle written independently of fnnet: another library, the loss taken
+XOR with backprop written out in numpy. Its `SimpleNN` (verbatim, in
+benchmarks/baselines.py, shared with the benchmark) serves as an oracle written independently of fnnet: another library, the loss taken
 on probabilities rather than logits, parameters updated in place. fnnet reproducing
 it to rounding error means fnnet implements the article's equations, 1/m and all;
 the known-wrong cases show the comparison is sharp enough to notice a plausible bug.
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import fnnet
+from benchmarks.baselines import SimpleNN
 from oracles import XOR_X, XOR_Y, rel_error, tree_rel_error
 
 BCE = fnnet.losses.sigmoid_binary_cross_entropy
@@ -23,48 +24,9 @@ TOL = 1e-10
 
 
 # ---------------------------------------------------------------------------------------
-# The oracle, verbatim from the article (including the in-place updates in `backward`
-# and the clipped sigmoid). Do not tidy it: its independence is the point.
-
-
-class SimpleNN:
-    def __init__(self, n_in, n_hid, n_out):
-        self.W1 = np.random.randn(n_in, n_hid) * 0.1
-        self.b1 = np.zeros(n_hid)
-        self.W2 = np.random.randn(n_hid, n_out) * 0.1
-        self.b2 = np.zeros(n_out)
-
-    def relu(self, x):
-        return np.maximum(0, x)
-
-    def sigmoid(self, x):
-        # Clip x to avoid overflow
-        x = np.clip(x, -500, 500)
-        return 1 / (1 + np.exp(-x))
-
-    def forward(self, X):
-        self.z1 = X @ self.W1 + self.b1
-        self.a1 = self.relu(self.z1)
-        self.z2 = self.a1 @ self.W2 + self.b2
-        self.y_pred = self.sigmoid(self.z2)
-        return self.y_pred
-
-    def backward(self, X, y_true, lr=0.01):
-        m = X.shape[0]
-        dz2 = self.y_pred - y_true
-        dW2 = (self.a1.T @ dz2) / m
-        db2 = np.sum(dz2, axis=0) / m
-
-        da1 = dz2 @ self.W2.T
-        dz1 = da1 * (self.z1 > 0)  # ReLU derivative
-        dW1 = (X.T @ dz1) / m
-        db1 = np.sum(dz1, axis=0) / m
-
-        # Update parameters
-        self.W2 -= lr * dW2
-        self.b2 -= lr * db2
-        self.W1 -= lr * dW1
-        self.b1 -= lr * db1
+# The oracle, `SimpleNN`, is verbatim from the article (including the in-place updates in
+# `backward` and the clipped sigmoid) in benchmarks/baselines.py, which times it too. Do not
+# tidy it: its independence is the point.
 
 
 def article_loss(pred, y):

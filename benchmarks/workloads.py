@@ -52,6 +52,13 @@ W4 = Workload("W4", "deep-narrow 32-(8×64)-1", (32, *[64] * 8, 1), "tanh", "mea
 WORKLOADS = (W1, W2, W3, W4)
 
 
+def max_rel_error(params, reference) -> float:
+    """Largest max|a − b| / max|b| over the leaves: how far `params` landed from `reference`."""
+    import numpy as np
+    return max(float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-30))
+               for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)))
+
+
 def batch(workload, key):
     """One batch: XOR's four points for W1, random data otherwise."""
     if workload is W1:

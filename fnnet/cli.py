@@ -209,8 +209,9 @@ def train_command(args, parser) -> int:
     try:
         mesh = None if args.devices is None else _mesh(args.devices)
         net, loss, optimizer, train, test, batch, k_init, k_fit = _prepare(args)
+        per_step = batch or len(train[0])  # examples per step
         if mesh is not None:
-            parallel.check_mesh("--devices", mesh, batch or len(train[0]))
+            parallel.check_mesh("--devices", mesh, per_step)
     except (ValueError, TypeError, ImportError, OSError) as e:
         parser.error(str(e))
     say = (lambda *a, **k: print(*a, **k, file=sys.stderr)) if args.json else print
@@ -218,7 +219,7 @@ def train_command(args, parser) -> int:
     say(net)
     if mesh is not None:
         say(f"data-parallel over {mesh.size} {mesh.devices.flat[0].platform} devices, "
-            f"{(batch or len(train[0])) // mesh.size} examples per device per step")
+            f"{per_step // mesh.size} examples per device per step")
     n_check = min(32, len(train[0]))
     report = check_grads(net, params, train[0][:n_check], train[1][:n_check], loss)
     say(f"gradient check ({n_check} examples, float64): {report.message}")
@@ -283,7 +284,7 @@ def train_command(args, parser) -> int:
     results = {
         "data": args.data, "sizes": [net.in_shape[0], *[layer.n_out for layer in net.layers]],
         "loss_name": loss.name, "optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs,
-        "batch_size": batch or len(train[0]), "grad": args.grad, "seed": args.seed,
+        "batch_size": per_step, "grad": args.grad, "seed": args.seed,
         "devices": 1 if mesh is None else mesh.size,
         "gradcheck_ok": report.ok,
         "train": {k: float(v) for k, v in metrics(net, loss, params, *train).items()},

@@ -6,7 +6,7 @@ from fnnet.checkpoint import Checkpoint, load, save
 from fnnet.gradcheck import GradCheckReport, check_grads
 from fnnet.layers import Activation, Dense
 from fnnet.network import Network, mlp
-from fnnet.train import DivergenceError, fit, fit_ensemble, per_example_grads, train_step
+from fnnet.train import DivergenceError, RecompileWarning, fit, fit_ensemble, per_example_grads, train_step
 
 __all__ = [
     "Activation",
@@ -15,6 +15,7 @@ __all__ = [
     "DivergenceError",
     "GradCheckReport",
     "Network",
+    "RecompileWarning",
     "activations",
     "backprop",
     "check_grads",

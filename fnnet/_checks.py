@@ -1,5 +1,7 @@
 """Input checks shared across modules: random keys, and pytrees against the tree they should match."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,13 +22,35 @@ def structure_mismatch(got, expected) -> str:
     ) or f"the containers differ: got {got_def}, expected {exp_def}"
 
 
-def shape_mismatches(got, expected):
-    """(key path, got shape, expected shape) for each leaf whose shape differs; same structure."""
-    return [
-        (path, jnp.shape(g), jnp.shape(e))
-        for (path, g), e in zip(jax.tree.flatten_with_path(got)[0], jax.tree.leaves(expected))
-        if jnp.shape(g) != jnp.shape(e)
-    ]
+class Mismatch(NamedTuple):
+    """Where a tree differs from the tree it should match.
+
+    `path` is None when the structures differ (`detail` names the missing and
+    unexpected key paths); otherwise it is the first leaf whose shape (or dtype)
+    differs, with `got` and `want` its and the expected shape.
+    """
+
+    detail: str
+    path: "tuple | None" = None
+    got: tuple = ()
+    want: tuple = ()
+
+
+def tree_mismatch(got, expected, dtypes=False) -> "Mismatch | None":
+    """How `got` differs from `expected`: structure first, then each leaf's shape (and, with
+    `dtypes`, its dtype); None if it does not. Looks at no values, so it is free under `jit`."""
+    detail = structure_mismatch(got, expected)
+    if detail:
+        return Mismatch(detail)
+    for (path, g), e in zip(jax.tree.flatten_with_path(got)[0], jax.tree.leaves(expected)):
+        shapes = jnp.shape(g), jnp.shape(e)
+        if shapes[0] != shapes[1]:
+            return Mismatch(f"{jax.tree_util.keystr(path)} has shape {shapes[0]}, expected {shapes[1]}",
+                            path, *shapes)
+        if dtypes and jnp.result_type(g) != jnp.result_type(e):
+            return Mismatch(f"{jax.tree_util.keystr(path)} has dtype {jnp.result_type(g)}, expected "
+                            f"{jnp.result_type(e)}", path, *shapes)
+    return None
 
 
 def is_int(n, minimum=None) -> bool:

@@ -63,6 +63,14 @@ class Activation:
         merged = dict(self.params) | params
         return Activation(self.name, self.fn, self.derivative, tuple(merged.items()))
 
+    @property
+    def is_builtin(self) -> bool:
+        """Whether this is one of fnnet's activations (any hyper-parameter values), so that its
+        name and params rebuild it: `get(name).replace(**params)`, as a checkpoint does."""
+        known = _BY_NAME.get(self.name)
+        return (known is not None and [k for k, _ in known.params] == [k for k, _ in self.params]
+                and known.replace(**dict(self.params)) == self)
+
     def __repr__(self):
         if not self.params:
             return self.name

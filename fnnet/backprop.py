@@ -49,6 +49,13 @@ def backprop(net, params, X, y, loss):
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _backprop(net, loss, params, X, y):
+    value, _, grads = loss_output_and_grads(net, loss, params, X, y)
+    return value, grads
+
+
+def loss_output_and_grads(net, loss, params, X, y):
+    """`(L, out, ∂L/∂params)`: `backprop` without its checks, also returning the network's
+    output `(m, *out_shape)`, so that metrics reuse the forward pass (pure; not jitted)."""
     m = X.shape[0]
     out, caches = net.forward(params, X)
     value = loss(out, y).mean()
@@ -58,4 +65,4 @@ def _backprop(net, loss, params, X, y):
         dp, delta = layer.backward(p, cache, delta)
         grads.append(dp)
     # As jax.grad does: each gradient in its parameter's dtype, whatever the data's.
-    return value, jax.tree.map(lambda g, p: g.astype(p.dtype), grads[::-1], params)
+    return value, out, jax.tree.map(lambda g, p: g.astype(p.dtype), grads[::-1], params)

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet import activations, initializers
-from fnnet.layers import Activation, Dense
+from fnnet import activations, initializers, layers
+from fnnet._checks import tree_mismatch
 from fnnet.network import Network
 
 FORMAT = "fnnet-checkpoint"
@@ -219,60 +219,63 @@ def _decode_structure(structure, leaves):
 
 def _restore_opt_state(entries, arrays, optimizer, params, path):
     template = optimizer.init(params)
-    expected = jax.tree.flatten_with_path(template)[0]
-    saved_paths = [e["path"] for e in entries]
-    want_paths = [jax.tree_util.keystr(p) for p, _ in expected]
-    if saved_paths != want_paths:
-        raise ValueError(
-            f"{path}: the saved optimizer state does not fit this optimizer (saved by another "
-            f"optimizer?): saved leaves {saved_paths[:4]}{'…' if len(saved_paths) > 4 else ''}, "
-            f"expected {want_paths[:4]}{'…' if len(want_paths) > 4 else ''}"
-        )
-    leaves = _decode_leaves(entries, arrays, path)
-    for (p, want), got in zip(expected, leaves):
-        if jnp.shape(want) != got.shape or jnp.asarray(want).dtype != got.dtype:
-            raise ValueError(f"{path}: optimizer state {jax.tree_util.keystr(p)} is {got.shape} "
-                             f"{got.dtype}, this optimizer expects {jnp.shape(want)} "
-                             f"{jnp.asarray(want).dtype}")
-    return jax.tree.unflatten(jax.tree.structure(template), leaves)
+    expected = {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree.flatten_with_path(template)[0]}
+    saved = dict(zip((e["path"] for e in entries), _decode_leaves(entries, arrays, path)))
+    mismatch = tree_mismatch(saved, expected, dtypes=True)  # both keyed by the leaves' key paths
+    if mismatch is not None:
+        raise ValueError(f"{path}: the saved optimizer state does not fit this optimizer (saved by "
+                         f"another optimizer?): {mismatch.detail}")
+    return jax.tree.unflatten(jax.tree.structure(template), [saved[k] for k in expected])
 
 
 def network_to_json(net: Network) -> dict:
-    """A JSON description of `net` (built-in activations and initializers only)."""
-    def activation(a):
-        if activations._BY_NAME.get(a.name) is None or activations._BY_NAME[a.name].fn is not a.fn:
-            raise ValueError(f"save: activation {a!r} is not one of fnnet's; a custom activation "
-                             f"cannot be described in a checkpoint (save without net=)")
-        return {"name": a.name, "params": dict(a.params)}
+    """A JSON description of `net`: each layer's type name and dataclass fields (see
+    `fnnet.layers.register`); activations and initializers by name, so fnnet's own only.
 
-    def initializer(i):
-        if initializers._BY_NAME.get(i.name) is not i:
-            raise ValueError(f"save: initializer {i!r} is not one of fnnet's (save without net=)")
-        return i.name
+    Raises:
+      ValueError: a layer or field that cannot be described, named by its path in `net`.
+    """
+    return {"in_shape": list(net.in_shape), "layers": _to_json(net.layers, "net.layers")}
 
-    layers = []
-    for layer in net.layers:
-        if isinstance(layer, Dense):
-            layers.append({"type": "Dense", "n_out": layer.n_out, "activation": activation(layer.activation),
-                           "W_init": initializer(layer.W_init), "b_init": initializer(layer.b_init)})
-        elif isinstance(layer, Activation):
-            layers.append({"type": "Activation", "activation": activation(layer.activation)})
-        else:
-            raise ValueError(f"save: layer {layer!r} cannot be described in a checkpoint")
-    return {"in_shape": list(net.in_shape), "layers": layers}
+
+def _to_json(value, where):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_to_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, activations.Activation):
+        if not value.is_builtin:
+            raise ValueError(f"save: {where}: activation {value!r} is not one of fnnet's; a custom "
+                             f"activation cannot be described in a checkpoint (save without net=)")
+        return {"name": value.name, "params": dict(value.params)}
+    if isinstance(value, initializers.Initializer):
+        if not value.is_builtin:
+            raise ValueError(f"save: {where}: initializer {value!r} is not one of fnnet's; a custom "
+                             f"initializer cannot be described in a checkpoint (save without net=)")
+        return value.name
+    kind = type(value).__name__
+    if layers.TYPES.get(kind) is not type(value):
+        raise ValueError(f"save: {where} is a {kind}, not a registered layer type, so a checkpoint "
+                         f"cannot describe it: {value!r}; register its class with "
+                         f"@fnnet.layers.register, or save without net=")
+    return {"type": kind} | {f.name: _to_json(getattr(value, f.name), f"{where}.{f.name}")
+                             for f in dataclasses.fields(value) if f.init}
 
 
 def network_from_json(description: dict) -> Network:
     """The `Network` that `network_to_json` described."""
-    def activation(d):
-        return activations.get(d["name"]).replace(**d["params"]) if d["params"] else activations.get(d["name"])
+    return Network(tuple(description["in_shape"]), _from_json(description["layers"]))
 
-    layers = []
-    for d in description["layers"]:
-        if d["type"] == "Dense":
-            layers.append(Dense(d["n_out"], activation(d["activation"]), d["W_init"], d["b_init"]))
-        elif d["type"] == "Activation":
-            layers.append(Activation(activation(d["activation"])))
-        else:
-            raise ValueError(f"unknown layer type {d['type']!r} in the checkpoint's network description")
-    return Network(tuple(description["in_shape"]), tuple(layers))
+
+def _from_json(value):
+    if isinstance(value, list):
+        return tuple(_from_json(v) for v in value)
+    if isinstance(value, dict) and "type" in value:
+        if value["type"] not in layers.TYPES:
+            raise ValueError(f"unknown layer type {value['type']!r} in the checkpoint's network "
+                             f"description; known: {', '.join(sorted(layers.TYPES))} (register a "
+                             f"layer class of yours with @fnnet.layers.register before loading)")
+        return layers.TYPES[value["type"]](**{k: _from_json(v) for k, v in value.items() if k != "type"})
+    if isinstance(value, dict):
+        return activations.get(value["name"]).replace(**value["params"])
+    return value  # numbers, and names (of initializers too) that the layer's __init__ resolves

@@ -148,17 +148,6 @@ def gradcheck(args, parser) -> int:
     return 0 if all(r.ok for _, _, r in rows) else 1
 
 
-def _targets(loss, y, n_classes):
-    """Integer labels `(n,)` in the form `loss` expects."""
-    if loss.integer_labels:
-        return y
-    if loss is losses.sigmoid_binary_cross_entropy:
-        if n_classes != 2:
-            raise ValueError(f"--loss {loss.name} needs 2 classes; this dataset has {n_classes}")
-        return y[:, None].astype(jnp.float32)
-    return jax.nn.one_hot(y, n_classes, dtype=jnp.float32)
-
-
 def _prepare(args):
     """(net, loss, optimizer, train, test) from the flags; ValueError on a bad combination."""
     if args.lr <= 0 or not np.isfinite(args.lr):
@@ -175,7 +164,8 @@ def _prepare(args):
         X_train, X_test, _ = datasets.standardize(X_train, X_test)
     loss = losses.get(args.loss or ("sigmoid_binary_cross_entropy" if data.n_classes == 2
                                      else "softmax_cross_entropy_with_integer_labels"))
-    n_out = 1 if loss is losses.sigmoid_binary_cross_entropy else data.n_classes
+    train, test = ((X, loss.from_labels(y, data.n_classes)) for X, y in ((X_train, y_train), (X_test, y_test)))
+    n_out = data.n_classes if train[1].ndim == 1 else train[1].shape[-1]
     d = data.X.shape[1]
     if args.sizes:
         sizes = [n for group in args.sizes for n in group]
@@ -186,8 +176,6 @@ def _prepare(args):
     else:
         sizes = [d, *[n for group in args.hidden for n in group], n_out]
     net = mlp(sizes, activation=args.activation, W_init="he_normal")
-    train = (X_train, _targets(loss, y_train, data.n_classes))
-    test = (X_test, _targets(loss, y_test, data.n_classes))
     batch = (min(64, len(X_train)) if args.batch_size is None else None if args.batch_size == 0
              else args.batch_size)
     if batch is not None and not 1 <= batch <= len(X_train):
@@ -211,7 +199,7 @@ def train_command(args, parser) -> int:
         net, loss, optimizer, train, test, batch, k_init, k_fit = _prepare(args)
         per_step = batch or len(train[0])  # examples per step
         if mesh is not None:
-            parallel.check_mesh("--devices", mesh, per_step)
+            parallel.check_batch("--devices", mesh, per_step)
     except (ValueError, TypeError, ImportError, OSError) as e:
         parser.error(str(e))
     say = (lambda *a, **k: print(*a, **k, file=sys.stderr)) if args.json else print
@@ -228,10 +216,9 @@ def train_command(args, parser) -> int:
         return 1
 
     chunk = max(1, args.epochs // 20)
-    started, marks = time.perf_counter(), []
+    started, timed = time.perf_counter(), []  # (epochs, seconds) of each chunk's fit call
 
     def progress(epoch, history):
-        marks.append((epoch, time.perf_counter()))
         done = int(30 * epoch / args.epochs)
         acc = f"  accuracy {history['accuracy'][-1]:.4f}" if "accuracy" in history else ""
         val = f"  test accuracy {history['val_accuracy'][-1]:.4f}" if "val_accuracy" in history else ""
@@ -240,7 +227,7 @@ def train_command(args, parser) -> int:
         print(("\r" if tty else "") + f"{bar}  loss {history['loss'][-1]:.4f}{acc}{val}",
               end="" if tty else "\n", file=sys.stderr, flush=True)
 
-    opt_state, history, start = None, {}, 0
+    opt_state, history, start = optimizer.init(params), {}, 0  # every chunk then runs one program
     if args.resume:
         try:
             ckpt = load(os.path.join(args.resume, "latest.fnnet"), net=net, optimizer=optimizer)
@@ -258,6 +245,7 @@ def train_command(args, parser) -> int:
     # Chunks of epochs: fit with initial_epoch continues bit-identically, and reuses its program.
     for epoch in range(start, args.epochs, chunk):
         n = min(chunk, args.epochs - epoch)
+        began = time.perf_counter()
         try:
             params, opt_state, h = fit(net, params, train, loss, optimizer, epochs=n, batch_size=batch,
                                        key=k_fit, grad=args.grad, validation=test, opt_state=opt_state,
@@ -267,6 +255,7 @@ def train_command(args, parser) -> int:
                      else f"; the last good checkpoint is {os.path.join(args.save, 'latest.fnnet')} (epoch {saved})")
             print(f"\n{e}{where}", file=sys.stderr)
             return 1
+        timed.append((n, time.perf_counter() - began))
         history = {k: np.concatenate([history.get(k, np.zeros(0)), v]) for k, v in h.items()}
         progress(epoch + n, history)
         if args.save:
@@ -278,9 +267,9 @@ def train_command(args, parser) -> int:
                 save(os.path.join(args.save, "best.fnnet"), params, opt_state, net=net, metadata=meta)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    # per-epoch time after compilation: the chunks after the first
-    steady = ((marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
-              if len(marks) > 1 else (marks[0][1] - started) / args.epochs)
+    # per-epoch time after compilation: the full-length chunks after the first (which compiled)
+    steady_chunks = [(n, s) for n, s in timed[1:] if n == chunk] or timed
+    steady = sum(s for _, s in steady_chunks) / sum(n for n, _ in steady_chunks)
     results = {
         "data": args.data, "sizes": [net.in_shape[0], *[layer.n_out for layer in net.layers]],
         "loss_name": loss.name, "optimizer": args.optimizer, "lr": args.lr, "epochs": args.epochs,

@@ -29,7 +29,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from fnnet import losses as losses_lib
-from fnnet._checks import is_int, shape_mismatches, structure_mismatch
+from fnnet._checks import is_int, tree_mismatch
 from fnnet.backprop import backprop
 from fnnet.network import Network
 
@@ -387,28 +387,17 @@ def _check_floating(params):
 
 
 def _check_structure(grads, params):
-    detail = structure_mismatch(grads, params)
-    if detail:
-        raise ValueError(f"gradient tree does not match the parameter tree: {detail}")
-    for path, got, want in shape_mismatches(grads, params):
-        raise ValueError(f"gradient at {jax.tree_util.keystr(path)} has shape {got}, "
-                         f"expected {want} (the parameter's shape)")
+    mismatch = tree_mismatch(grads, params)
+    if mismatch is not None and mismatch.path is None:
+        raise ValueError(f"gradient tree does not match the parameter tree: {mismatch.detail}")
+    if mismatch is not None:
+        raise ValueError(f"gradient at {jax.tree_util.keystr(mismatch.path)} has shape {mismatch.got}, "
+                         f"expected {mismatch.want} (the parameter's shape)")
 
 
 def random_batch(key, net, loss, m, dtype=jnp.float32):
-    """X `(m, *in_shape)` ~ N(0, 1) and targets `y` that fit `loss` for `net`'s output.
-
-    Integer class labels for integer-label losses, softmax targets for softmax
-    cross-entropy, probabilities in [0, 1] for binary cross-entropy, N(0, 1) otherwise.
-    """
+    """X `(m, *in_shape)` ~ N(0, 1) and targets `y` that fit `loss` for `net`'s output
+    (`loss.targets`: class labels, softmax targets, probabilities, or N(0, 1))."""
     loss = losses_lib.get(loss)
     kx, ky = jax.random.split(key)
-    X = jax.random.normal(kx, (m, *net.in_shape), dtype)
-    out_shape = (m, *net.out_shape)
-    if loss.integer_labels:
-        return X, jax.random.randint(ky, out_shape[:-1], 0, out_shape[-1])
-    if loss is losses_lib.softmax_cross_entropy:
-        return X, jax.nn.softmax(jax.random.normal(ky, out_shape, dtype))
-    if loss is losses_lib.sigmoid_binary_cross_entropy:
-        return X, jax.random.uniform(ky, out_shape, dtype)
-    return X, jax.random.normal(ky, out_shape, dtype)
+    return jax.random.normal(kx, (m, *net.in_shape), dtype), loss.targets(ky, (m, *net.out_shape), dtype)

@@ -40,6 +40,11 @@ class Initializer:
     def __call__(self, key, shape, dtype=jnp.float32):
         return self.fn(key, shape, dtype)
 
+    @property
+    def is_builtin(self) -> bool:
+        """Whether this is one of fnnet's initializers, so that `get(name)` rebuilds it."""
+        return _BY_NAME.get(self.name) is self
+
     def __repr__(self):
         return self.name
 

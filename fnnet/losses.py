@@ -22,7 +22,7 @@ softmax losses are averaged in the same way.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import jax
@@ -34,7 +34,8 @@ from fnnet._registry import resolve
 
 @dataclass(frozen=True)
 class Loss:
-    """A per-example loss and its output delta: a static, hashable value.
+    """A per-example loss and its output delta, with what it knows about its targets: a
+    static, hashable value.
 
     Attributes:
       name: printed name.
@@ -43,12 +44,34 @@ class Loss:
         which checks `y` first).
       integer_labels: `y` holds class indices of shape `out.shape[:-1]`
         rather than targets of the shape of `out`.
+      accuracy_fn: `accuracy_fn(out, y) -> (batch,)`, each example's fraction of
+        correct outputs, for a classification loss; None for other losses (then
+        training reports no accuracy).
+      targets_fn: `targets_fn(key, out_shape, dtype) -> y`: random valid targets
+        for outputs of `out_shape` (gradient checks, tests); N(0, 1) by default.
+      labels_fn: `labels_fn(labels, n_classes) -> y`: targets from integer class
+        labels `(n,)` (data sets, the CLI); one-hot floats by default.
     """
 
     name: str
     fn: Callable
     delta_fn: Callable
     integer_labels: bool = False
+    accuracy_fn: "Callable | None" = None
+    targets_fn: Callable = field(default=lambda key, shape, dtype: jax.random.normal(key, shape, dtype))
+    labels_fn: Callable = field(default=lambda labels, n_classes: jax.nn.one_hot(labels, n_classes))
+
+    def accuracy(self, out, y):
+        """Each example's fraction of correct outputs, `(batch,)`; None if not a classifier."""
+        return None if self.accuracy_fn is None else self.accuracy_fn(out, y)
+
+    def targets(self, key, out_shape, dtype=jnp.float32):
+        """Random targets that fit this loss for outputs of shape `out_shape` (batch first)."""
+        return self.targets_fn(key, tuple(out_shape), dtype)
+
+    def from_labels(self, labels, n_classes: int):
+        """Targets of this loss for integer class labels `(n,)` in `[0, n_classes)`."""
+        return self.labels_fn(jnp.asarray(labels), n_classes)
 
     def __call__(self, out, y):
         """Per-example losses ℓ of shape `(batch,)` for `out` `(batch, *out_shape)`."""
@@ -167,10 +190,37 @@ def _mse_delta(out, y):
     return 2 * (out - y.astype(out.dtype)) / _n_per_example(out)
 
 
-sigmoid_binary_cross_entropy = Loss("sigmoid_binary_cross_entropy", _sigmoid_bce, _sigmoid_bce_delta)
-softmax_cross_entropy = Loss("softmax_cross_entropy", _softmax_ce, _softmax_ce_delta)
+def _binary_accuracy(z, y):
+    return _per_example_mean((z > 0) == (y > 0.5))
+
+
+def _one_hot_accuracy(z, y):
+    return _per_example_mean(jnp.argmax(z, axis=-1) == jnp.argmax(y, axis=-1))
+
+
+def _label_accuracy(z, labels):
+    return _per_example_mean(jnp.argmax(z, axis=-1) == labels)
+
+
+def _binary_labels(labels, n_classes):
+    if n_classes != 2:
+        raise ValueError(f"sigmoid_binary_cross_entropy needs 2 classes; this dataset has {n_classes}")
+    return labels[:, None].astype(jnp.float32)
+
+
+sigmoid_binary_cross_entropy = Loss(
+    "sigmoid_binary_cross_entropy", _sigmoid_bce, _sigmoid_bce_delta, accuracy_fn=_binary_accuracy,
+    targets_fn=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype), labels_fn=_binary_labels,
+)
+softmax_cross_entropy = Loss(
+    "softmax_cross_entropy", _softmax_ce, _softmax_ce_delta, accuracy_fn=_one_hot_accuracy,
+    targets_fn=lambda key, shape, dtype: jax.nn.softmax(jax.random.normal(key, shape, dtype)),
+)
 softmax_cross_entropy_with_integer_labels = Loss(
-    "softmax_cross_entropy_with_integer_labels", _softmax_ce_int, _softmax_ce_int_delta, True
+    "softmax_cross_entropy_with_integer_labels", _softmax_ce_int, _softmax_ce_int_delta, True,
+    accuracy_fn=_label_accuracy,
+    targets_fn=lambda key, shape, dtype: jax.random.randint(key, shape[:-1], 0, shape[-1]),
+    labels_fn=lambda labels, n_classes: labels,
 )
 mean_squared_error = Loss("mean_squared_error", _mse, _mse_delta)
 

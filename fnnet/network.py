@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet import activations
-from fnnet._checks import check_key, is_int, shape_mismatches, structure_mismatch
+from fnnet._checks import check_key, is_int, tree_mismatch
 from fnnet.layers import Dense, Layer
 
 
@@ -103,18 +103,19 @@ class Network:
     def check_params(self, params):
         """Raise a ValueError naming the first leaf of `params` that does not fit."""
         expected, _ = self._shapes
-        detail = structure_mismatch(params, expected)
-        if detail:
+        mismatch = tree_mismatch(params, expected)
+        if mismatch is None:
+            return
+        if mismatch.path is None:
             raise ValueError(
-                f"params do not match the network: {detail}; expected the structure of "
+                f"params do not match the network: {mismatch.detail}; expected the structure of "
                 f"net.init(key): {jax.tree.structure(expected)}"
             )
-        for path, got, want in shape_mismatches(params, expected):
-            layer = path[0].idx
-            raise ValueError(
-                f"params{jax.tree_util.keystr(path)} has shape {got}, but layer {layer} "
-                f"({self.layers[layer]!r}) expects {want}"
-            )
+        layer = mismatch.path[0].idx
+        raise ValueError(
+            f"params{jax.tree_util.keystr(mismatch.path)} has shape {mismatch.got}, but layer {layer} "
+            f"({self.layers[layer]!r}) expects {mismatch.want}"
+        )
 
     def __repr__(self):
         layers = "".join(f"\n  {layer!r}," for layer in self.layers)

@@ -11,3 +11,22 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # Start the backend now, with JAX's default devices (one on CPU): `fnnet train --devices N` run
 # in-process must then find the device count fixed, whichever test runs first.
 jax.devices()
+
+
+import contextlib
+
+import pytest
+
+_compile_events = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, secs, **kw: _compile_events.append(event) if event.endswith("backend_compile_duration") else None)
+
+
+@pytest.fixture
+def compiles():
+    """`with compiles() as n: ...` then `n()`: how many XLA programs were compiled inside."""
+    @contextlib.contextmanager
+    def count():
+        start = len(_compile_events)
+        yield lambda: len(_compile_events) - start
+    return count

@@ -1,5 +1,6 @@
 """Checkpoints: bit-exact round trips, atomic writes under SIGKILL, no pickle, named errors."""
 
+import dataclasses
 import io
 import json
 import os
@@ -77,6 +78,9 @@ def test_mismatches_are_named(trained):
         fnnet.load(path, net=fnnet.mlp([3, 5, 2]))
     with pytest.raises(ValueError, match=r"does not fit this optimizer \(saved by another optimizer\?\)"):
         fnnet.load(path, optimizer=optax.sgd(0.1, momentum=0.9))
+    with pytest.raises(ValueError, match=r"does not fit this optimizer .*\[0\]\.mu\[0\]\['W'\]\"\] has dtype "
+                                         r"float32, expected bfloat16"):
+        fnnet.load(path, optimizer=optax.adam(1e-2, mu_dtype=jnp.bfloat16))
     fnnet.save(path, params)  # no description: the net given is checked against the params
     with pytest.raises(ValueError, match=r"params\[0\]\['W'\] has shape \(3, 5\), but layer 0 .* expects \(3, 6\)"):
         fnnet.load(path, net=fnnet.mlp([3, 6, 2]))
@@ -129,11 +133,130 @@ def test_pickle_payloads_are_never_executed(tmp_path):
 def test_bad_save_arguments(tmp_path):
     with pytest.raises(TypeError, match=r"metadata must be JSON-serialisable"):
         fnnet.save(tmp_path / "m", {"w": jnp.ones(2)}, metadata={"f": object()})
-    custom = fnnet.activations.Activation("mine", jnp.sin, jnp.cos)
-    net = fnnet.mlp([2, 3, 1], activation=custom)
-    with pytest.raises(ValueError, match=r"activation mine is not one of fnnet's"):
-        fnnet.save(tmp_path / "n", net.init(jax.random.key(0)), net=net)
     assert sorted(os.listdir(tmp_path)) == []  # nothing half-written left behind
+
+
+def identity_init(key, shape, dtype):
+    del key
+    return jnp.eye(*shape, dtype=dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaled:
+    """A made-up layer wrapping another: y = factor · inner(x). Registered only where a test says."""
+
+    inner: object
+    factor: float = 2.0
+
+    def init(self, key, in_shape, dtype=jnp.float32):
+        return self.inner.init(key, in_shape, dtype)
+
+    def forward(self, params, x):
+        y, cache = self.inner.forward(params, x)
+        return self.factor * y, cache
+
+    def backward(self, params, cache, dy):
+        return self.inner.backward(params, cache, self.factor * dy)
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """Layer types registered in a test are forgotten after it."""
+    monkeypatch.setattr(fnnet.layers, "TYPES", dict(fnnet.layers.TYPES))
+
+
+ACTIVATIONS = [*fnnet.activations.ALL, fnnet.activations.leaky_relu.replace(negative_slope=0.2),
+               fnnet.activations.elu.replace(alpha=0.5)]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=repr)
+@pytest.mark.parametrize("initializer", fnnet.initializers.ALL, ids=repr)
+def test_every_builtin_activation_and_initializer_round_trips_with_net(tmp_path, activation, initializer):
+    net = fnnet.Network((2,), (fnnet.Dense(3, activation, initializer),
+                               fnnet.Activation(activation)))
+    fnnet.save(tmp_path / "c", net.init(jax.random.key(0)), net=net)
+    loaded = fnnet.load(tmp_path / "c", net=net).net
+    assert loaded == net and loaded.layers[1].activation.params == activation.params
+
+
+@pytest.mark.parametrize("layer, match", [
+    (fnnet.Dense(3, fnnet.activations.Activation("mine", jnp.sin, jnp.cos)),
+     r"net\.layers\[1\]\.activation: activation mine is not one of fnnet's.*save without net="),
+    (fnnet.Dense(3, "relu", fnnet.initializers.Initializer("eye", identity_init)),
+     r"net\.layers\[1\]\.W_init: initializer eye is not one of fnnet's.*save without net="),
+    (fnnet.Activation(fnnet.activations.Activation("relu", jax.nn.relu, jnp.sign)),  # not fnnet's f′
+     r"net\.layers\[1\]\.activation: activation relu is not one of fnnet's"),
+    (Scaled(fnnet.Dense(3)),
+     r"net\.layers\[1\] is a Scaled, not a registered layer type.*fnnet\.layers\.register, or save without net="),
+])
+def test_what_a_checkpoint_cannot_describe_is_named_and_nothing_is_written(tmp_path, layer, match):
+    path = tmp_path / "c"
+    fnnet.save(path, [jnp.ones(2)])
+    before = path.read_bytes()
+    net = fnnet.Network((2,), (fnnet.Dense(3), layer))
+    with pytest.raises(ValueError, match=match):
+        fnnet.save(path, net.init(jax.random.key(0)), net=net)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["c"]
+
+
+def test_a_registered_layer_round_trips_nested_and_is_named_inside(tmp_path, registry):
+    assert fnnet.layers.register(Scaled) is Scaled
+    with pytest.raises(ValueError, match=r"register: a layer type named 'Dense' is registered already"):
+        fnnet.layers.register(dataclasses.make_dataclass("Dense", [("n_out", int)], frozen=True))
+    net = fnnet.Network((2,), (Scaled(fnnet.Dense(3, "tanh", "he_normal"), 0.5), Scaled(fnnet.Activation("relu"))))
+    params = net.init(jax.random.key(0))
+    fnnet.save(tmp_path / "c", params, net=net)
+    assert fnnet.load(tmp_path / "c").net == net
+    custom = fnnet.activations.Activation("mine", jnp.sin, jnp.cos)
+    net = fnnet.Network((2,), (fnnet.Dense(3), Scaled(fnnet.Dense(3, custom))))
+    with pytest.raises(ValueError, match=r"net\.layers\[1\]\.inner\.activation: activation mine"):
+        fnnet.save(tmp_path / "c", net.init(jax.random.key(0)), net=net)
+
+
+def write_checkpoint(path, manifest, arrays):
+    """A checkpoint file built by hand, as `save` of fnnet 0.1.0 wrote it."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("manifest.json", json.dumps(manifest, indent=1))
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, array, allow_pickle=False)
+            archive.writestr(name, buffer.getvalue())
+
+
+VERSION_1_NET = {"in_shape": [2], "layers": [
+    {"type": "Dense", "n_out": 3, "activation": {"name": "leaky_relu", "params": {"negative_slope": 0.2}},
+     "W_init": "he_normal", "b_init": "zeros"},
+    {"type": "Activation", "activation": {"name": "tanh", "params": {}}},
+]}
+
+
+def version_1_manifest(net):
+    return {"format": "fnnet-checkpoint", "version": 1, "metadata": {"epoch": 7}, "params": [
+        {"path": "[0]['W']", "name": "params/0.npy", "dtype": "float32", "shape": [2, 3]},
+        {"path": "[0]['b']", "name": "params/1.npy", "dtype": "float32", "shape": [3]},
+    ], "params_structure": {"list": [{"dict": {"W": None, "b": None}}, {"dict": {}}]}, "net": net}
+
+
+def test_a_version_1_checkpoint_loads_and_is_still_written_byte_for_byte(tmp_path):
+    W, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([0.5, -1.0, 2.0], np.float32)
+    write_checkpoint(tmp_path / "old", version_1_manifest(VERSION_1_NET),
+                     {"params/0.npy": W.view(np.uint32), "params/1.npy": b.view(np.uint32)})
+    ckpt = fnnet.load(tmp_path / "old")
+    net = fnnet.Network((2,), (fnnet.Dense(3, fnnet.activations.leaky_relu.replace(negative_slope=0.2),
+                                           "he_normal", "zeros"), fnnet.Activation("tanh")))
+    assert ckpt.net == net and ckpt.metadata == {"epoch": 7}
+    assert bits_equal(ckpt.params, [{"W": jnp.asarray(W), "b": jnp.asarray(b)}, {}])
+    fnnet.save(tmp_path / "new", ckpt.params, net=net, metadata={"epoch": 7})
+    with zipfile.ZipFile(tmp_path / "old") as old, zipfile.ZipFile(tmp_path / "new") as new:
+        assert new.read("manifest.json") == old.read("manifest.json")
+
+
+def test_an_unknown_layer_type_on_load_is_named(tmp_path):
+    net = VERSION_1_NET | {"layers": [VERSION_1_NET["layers"][0] | {"type": "Conv9D"}, VERSION_1_NET["layers"][1]]}
+    write_checkpoint(tmp_path / "c", version_1_manifest(net),
+                     {"params/0.npy": np.zeros((2, 3), np.uint32), "params/1.npy": np.zeros(3, np.uint32)})
+    with pytest.raises(ValueError, match=r"unknown layer type 'Conv9D' .*known: Activation, Dense .*register"):
+        fnnet.load(tmp_path / "c")
 
 
 CHILD = r"""

@@ -129,7 +129,7 @@ def test_train_prints_metrics():
         (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
         (["--epochs", "0"], "--epochs must be ≥ 1, got 0"),
         (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
-        (["--data", "digits", "--loss", "bce"], "needs 2 classes; this dataset has 10"),
+        (["--data", "digits", "--loss", "bce"], "sigmoid_binary_cross_entropy needs 2 classes; this dataset has 10"),
         (["--data", "xor", "--devices", "2"], "data_mesh: asked for 2 devices but JAX has 1 (cpu)"),
     ],
 )

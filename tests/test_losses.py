@@ -425,8 +425,10 @@ def test_get_wrong_type_tells_how_to_wrap(bad):
 
 def test_hashable_and_printed_by_name():
     assert len({*L.ALL, L.get("bce"), L.get("mse")}) == len(L.ALL)
-    assert Loss(BCE.name, BCE.fn, BCE.delta_fn) == BCE
-    assert hash(Loss(BCE.name, BCE.fn, BCE.delta_fn)) == hash(BCE)
+    same = Loss(BCE.name, BCE.fn, BCE.delta_fn, accuracy_fn=BCE.accuracy_fn, targets_fn=BCE.targets_fn,
+                labels_fn=BCE.labels_fn)
+    assert same == BCE and hash(same) == hash(BCE)
+    assert Loss(BCE.name, BCE.fn, BCE.delta_fn) != BCE  # without its accuracy: another loss
     assert BCE_NO_K != BCE
     for loss in L.ALL:
         assert repr(loss) == str(loss) == loss.name
@@ -470,3 +472,29 @@ def test_bce_delta_keeps_precision_where_sigmoid_is_close_to_y():
     delta = L.sigmoid_binary_cross_entropy.delta(jnp.array([[40.0], [-40.0]]), jnp.array([[1.0], [0.0]]))
     expected = np.array([[-1 / (1 + np.exp(40.0))], [1 / (1 + np.exp(40.0))]])
     np.testing.assert_allclose(delta, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("loss", L.ALL, ids=repr)
+def test_a_loss_knows_its_targets_and_its_accuracy(loss):
+    """What a loss knows about itself: random targets that pass its own check, targets from class
+    labels, and (for the classifiers) an accuracy that counts argmax / sign agreements."""
+    out_shape = (6, 1) if loss is L.sigmoid_binary_cross_entropy else (6, 3)
+    y = loss.targets(jax.random.key(0), out_shape)
+    loss.check(jnp.zeros(out_shape), y)
+    labels = jnp.array([0, 1, 1, 0, 1, 0])
+    t = loss.from_labels(labels, 2 if loss is L.sigmoid_binary_cross_entropy else 3)
+    loss.check(jnp.zeros(out_shape), t)
+    if loss is L.mean_squared_error:
+        assert loss.accuracy(jnp.zeros(out_shape), t) is None
+        return
+    out = jnp.zeros(out_shape).at[jnp.arange(6), labels].set(5.0) if out_shape[1] == 3 else \
+        jnp.where(labels[:, None] == 1, 5.0, -5.0)
+    assert loss.accuracy(out, t).tolist() == [1.0] * 6
+    assert loss.accuracy(-out, t).tolist() == [0.0] * 6 if out_shape[1] == 1 else True
+
+
+def test_a_users_loss_gets_an_accuracy_only_if_it_gives_one():
+    mae = Loss("mean_absolute_error", lambda z, y: jnp.abs(z - y).mean(axis=-1), lambda z, y: jnp.sign(z - y) / z.shape[-1])
+    assert mae.accuracy(jnp.zeros((2, 1)), jnp.zeros((2, 1))) is None
+    with pytest.raises(ValueError, match=r"sigmoid_binary_cross_entropy needs 2 classes; this dataset has 3"):
+        BCE.from_labels(jnp.array([0, 1, 2]), 3)

@@ -3,6 +3,7 @@ device count is fixed when JAX starts), and two processes joined by jax.distribu
 
 import json
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -19,10 +20,11 @@ from fnnet import parallel
 ROOT = pathlib.Path(__file__).parent.parent
 
 WORKER = r"""
-import json, re
+import contextlib, io, json, re
 import jax
 jax.config.update("jax_num_cpu_devices", 8)
 import jax.numpy as jnp, numpy as np, optax, fnnet
+from jax.sharding import AxisType, Mesh, NamedSharding
 from fnnet import parallel
 
 compiles = []
@@ -36,8 +38,17 @@ y = (X[:, 0] > 0).astype(jnp.int32) + (X[:, 1] > 0)
 params = net.init(kp)
 CE = "softmax_cross_entropy_with_integer_labels"
 optimizer = optax.adam(1e-2)
-batches = [(X[16 * i: 16 * i + 16], y[16 * i: 16 * i + 16]) for i in range(6)]
-schedule = dict(epochs=3, batch_size=16, key=jax.random.key(1))
+batches = [(X[16 * i: 16 * i + 16], y[16 * i: 16 * i + 16]) for i in range(4)]
+schedule = dict(epochs=2, batch_size=16, key=jax.random.key(1))
+MESHES = {  # every way a user makes a mesh with a "data" axis
+    "data_mesh": lambda n: parallel.data_mesh(n),
+    "make_mesh (Explicit)": lambda n: jax.make_mesh((n,), ("data",), devices=jax.devices()[:n]),
+    "make_mesh (Auto)": lambda n: jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,),
+                                                devices=jax.devices()[:n]),
+    "Mesh": lambda n: Mesh(np.array(jax.devices()[:n]), ("data",)),
+    "2-D make_mesh": lambda n: jax.make_mesh((n // 2, 2), ("data", "model"), devices=jax.devices()[:n]),
+}
+HOW = ("mesh=", "jax.set_mesh", "sharded inputs")  # how the mesh reaches fnnet
 results = {}
 
 
@@ -45,44 +56,71 @@ def max_difference(a, b):
     return max(float(jnp.abs(u - v).max() / jnp.abs(v).max()) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def run(how, mesh, grad):
+    ctx = jax.set_mesh(mesh) if how == "jax.set_mesh" else contextlib.nullcontext()
+    kw = {} if how == "jax.set_mesh" else {"mesh": mesh}
+    data = batches
+    if how == "sharded inputs":
+        data = [jax.device_put(b, NamedSharding(mesh, jax.P("data"))) for b in batches]
+    with ctx:
+        step = fnnet.train_step(net, CE, optimizer, grad=grad, **kw)
+        state = jax.tree.map(jnp.copy, (params, optimizer.init(params)))  # step donates its inputs
+        for i, batch in enumerate(data):
+            if i == 1:
+                compiled_before = len(compiles)
+            *state, metrics = step(*state, *batch)
+        compiled = len(compiles) - compiled_before
+        fitted, history = fnnet.fit(net, params, (X, y), CE, optimizer, grad=grad, **schedule, **kw)
+        jitted = step.jitted()  # the program compiled for this mesh
+    with jax.set_mesh(parallel.resolve("test", mesh)):
+        hlo = jitted.lower(*state, *batches[0]).compile().as_text()
+    return {
+        "devices": mesh.size,
+        "step_difference": max_difference(state[0], reference[grad]["step"]),
+        "compiles_after_first_step": compiled,
+        "specs": sorted({str(leaf.sharding.spec) for leaf in jax.tree.leaves((state, metrics, fitted))}),
+        "on_mesh_devices": all(set(leaf.sharding.device_set) == set(mesh.devices.flat)
+                               for leaf in jax.tree.leaves((state, metrics, fitted))),
+        "all_reduces": len(re.findall(r"all-reduce(?:-start)?\(", hlo)),
+        "per_device_batch": f"f32[{16 // mesh.shape['data']},5]" in hlo,
+        "fit_difference": max_difference(fitted, reference[grad]["fit"]),
+        "fit_history_difference": float(np.abs(history["loss"] - reference[grad]["history"]).max()),
+    }
+
+
+reference = {}
 for grad in ("backprop", "autodiff"):
     one = fnnet.train_step(net, CE, optimizer, grad=grad, donate=False)
     a = (params, optimizer.init(params))
     for batch in batches:
         a = one(*a, *batch)[:2]
     p1, h1 = fnnet.fit(net, params, (X, y), CE, optimizer, grad=grad, **schedule)
+    reference[grad] = {"step": a[0], "fit": p1, "history": h1["loss"]}
+for name, make in MESHES.items():
     for n in (4, 8):
-        mesh = parallel.data_mesh(n)
-        many = fnnet.train_step(net, CE, optimizer, grad=grad, mesh=mesh)
-        b = jax.tree.map(jnp.copy, (params, optimizer.init(params)))  # many donates its inputs
-        for i, batch in enumerate(batches):
-            if i == 1:
-                compiled_before = len(compiles)
-            *b, metrics = many(*b, *batch)
-        compiles_after_first_step = len(compiles) - compiled_before
-        hlo = many.jitted.lower(*b, *batch).compile().as_text()
-        pn, hn = fnnet.fit(net, params, (X, y), CE, optimizer, grad=grad, mesh=mesh, **schedule)
-        results[f"{grad}-{n}"] = {
-            "devices": mesh.size,
-            "step_difference": max_difference(b[0], a[0]),
-            "compiles_after_first_step": compiles_after_first_step,
-            "param_specs": sorted({str(leaf.sharding.spec) for leaf in jax.tree.leaves(b)}),
-            "metric_specs": sorted({str(m.sharding.spec) for m in metrics.values()}),
-            "mesh_ok": all(leaf.sharding.mesh == mesh for leaf in jax.tree.leaves((b, metrics))),
-            "all_reduces": len(re.findall(r"all-reduce(?:-start)?\(", hlo)),
-            "per_device_batch": f"f32[{16 // n},5]" in hlo,
-            "fit_difference": max_difference(pn, p1),
-            "fit_history_difference": float(np.abs(hn["loss"] - h1["loss"]).max()),
-            "fit_specs": sorted({str(leaf.sharding.spec) for leaf in jax.tree.leaves(pn)}),
-        }
-try:
-    fnnet.fit(net, params, (X, y), CE, optimizer, epochs=1, batch_size=6, key=jax.random.key(1),
-              mesh=parallel.data_mesh(4))
-except ValueError as e:
-    results["indivisible"] = str(e)
-import contextlib, io
-from fnnet import cli
+        for grad in ("backprop", "autodiff"):
+            for how in HOW if name == "make_mesh (Explicit)" else HOW[:1]:
+                try:
+                    results[f"{name} / {how} / {n} / {grad}"] = run(how, make(n), grad)
+                except Exception as e:
+                    results[f"{name} / {how} / {n} / {grad}"] = {"error": f"{type(e).__name__}: {e}"[:400]}
+errors = {}
+def error(name, call):
+    try:
+        call()
+    except (TypeError, ValueError) as e:
+        errors[name] = f"{type(e).__name__}: {e}"
+mesh4, other = jax.make_mesh((4,), ("data",), devices=jax.devices()[:4]), jax.make_mesh((8,), ("data",))
+error("indivisible", lambda: fnnet.fit(net, params, (X, y), CE, optimizer, epochs=1, batch_size=6,
+                                       key=jax.random.key(1), mesh=mesh4))
+error("no data axis", lambda: fnnet.train_step(net, CE, optimizer, mesh=jax.make_mesh((2, 4), ("x", "y"))))
+with jax.set_mesh(mesh4):
+    error("conflict fit", lambda: fnnet.fit(net, params, (X, y), CE, optimizer, mesh=other, **schedule))
+    error("conflict step", lambda: fnnet.train_step(net, CE, optimizer, mesh=other)(
+        params, optimizer.init(params), *batches[0]))
+results["errors"] = errors
 results["cli"] = []
+from fnnet import cli
 for devices in (["--devices", "4"], []):
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -92,27 +130,37 @@ print(json.dumps(results))
 """
 
 
-def test_data_parallel_on_4_and_8_devices_equals_one_device():
-    run = subprocess.run([sys.executable, "-c", WORKER], capture_output=True, text=True, timeout=300)
+def test_every_kind_of_mesh_on_4_and_8_devices_equals_one_device():
+    """Meshes from data_mesh, jax.make_mesh (Explicit and Auto axes), Mesh(...), a 2-D
+    ("data", "model") mesh; passed as mesh=, set with jax.set_mesh, or carried by inputs the user
+    sharded; train_step and fit, both grad modes: each equals single-device training."""
+    run = subprocess.run([sys.executable, "-c", WORKER], capture_output=True, text=True, timeout=500)
     assert run.returncode == 0, run.stderr
     results = json.loads(run.stdout)
-    for grad in fnnet.train.GRAD_MODES:
-        for n in (4, 8):
-            r = results[f"{grad}-{n}"]
-            assert r["devices"] == n
-            # same global batch, same steps: float32 rounding only (the all-reduce sums in another order)
-            assert r["step_difference"] <= 1e-5 and r["fit_difference"] <= 1e-5, (grad, n, r)
-            assert r["fit_history_difference"] <= 1e-5, (grad, n, r)
-            assert r["compiles_after_first_step"] == 0, (grad, n, r)
-            assert r["param_specs"] == r["metric_specs"] == r["fit_specs"] == ["P()"], (grad, n, r)
-            assert r["mesh_ok"]
-            # the batch really is split: each device sees 16 / n rows; an all-reduce sums the gradients
-            assert r["per_device_batch"] and r["all_reduces"] >= 1, (grad, n, r)
+    cases = [k for k in results if k.count(" / ") == 3]
+    assert len(cases) == 5 * 2 * 2 + 2 * 2 * 2  # 5 kinds × 2 sizes × 2 grads, and 2 more ways for one kind
+    for case in cases:
+        r = results[case]
+        assert "error" not in r, (case, r)
+        assert r["devices"] == int(case.split(" / ")[2])
+        # same global batch, same steps: float32 rounding only (the all-reduce sums in another order)
+        assert r["step_difference"] <= 1e-5 and r["fit_difference"] <= 1e-5, (case, r)
+        assert r["fit_history_difference"] <= 1e-5, (case, r)
+        assert r["compiles_after_first_step"] == 0, (case, r)
+        assert r["specs"] == ["P()"] and r["on_mesh_devices"], (case, r)  # replicated on the mesh
+        # the batch really is split along "data": 16 / (its size) rows per device; one all-reduce
+        assert r["per_device_batch"] and r["all_reduces"] >= 1, (case, r)
+    errors = results["errors"]
+    assert "batch size 6 does not split evenly over the 4 devices of the mesh's 'data' axis; use a multiple " \
+           "of 4, e.g. 4 or 8" in errors["indivisible"]
+    assert errors["no data axis"].startswith("TypeError: train_step: the mesh has axes ('x', 'y') but no "
+                                             "'data' axis")
+    for where in ("fit", "step"):
+        assert re.search(r"ValueError: \w+: mesh= \('data': 8 on 8 devices\) differs from the mesh set with "
+                         r"jax.set_mesh around this call \('data': 4 on 4 devices\)", errors[f"conflict {where}"])
     many, one = results["cli"]  # `fnnet train --devices 4` (JAX started with 8: the first 4), and without
     assert many["code"] == one["code"] == 0 and many["results"]["devices"] == 4 and one["results"]["devices"] == 1
     assert abs(many["results"]["test"]["loss"] - one["results"]["test"]["loss"]) <= 1e-5
-    assert "batch size 6 does not split evenly over the 4 devices of the mesh's 'data' axis; use a multiple " \
-           "of 4, e.g. 4 or 8" in results["indivisible"]
 
 
 def _free_port():
@@ -153,7 +201,7 @@ def test_one_device_mesh_and_errors():
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(sharded)))
     with pytest.raises(ValueError, match=r"data_mesh: asked for 2 devices but JAX has 1 \(cpu\); to simulate"):
         parallel.data_mesh(2)
-    with pytest.raises(TypeError, match=r"mesh must be a jax.sharding.Mesh with a 'data' axis"):
+    with pytest.raises(TypeError, match=r"train_step: the mesh has axes \('batch',\) but no 'data' axis"):
         fnnet.train_step(net, CE, optimizer, mesh=jax.make_mesh((1,), ("batch",)))
     with pytest.raises(TypeError, match=r"fit: mesh must be a jax.sharding.Mesh"):
         fnnet.fit(net, params, (X, y), CE, optimizer, epochs=1, mesh=jax.devices())

@@ -1,6 +1,8 @@
 """Compiled training against step-by-step oracles: the textbook update, optax on jax.grad,
 and fnnet's own single steps."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,7 +62,7 @@ def test_step_compiles_once_donates_and_keeps_metrics_on_device():
         old = params
         params, opt_state, metrics = step(params, opt_state, X, y)
         assert jax.tree.leaves(old)[0].is_deleted()  # donated: updated in place
-    assert step._cache_size() == 1
+    assert step.jitted()._cache_size() == 1
     assert all(isinstance(v, jax.Array) for v in metrics.values())
 
 
@@ -139,6 +141,46 @@ def test_divergence_names_the_epoch_and_keeps_the_last_finite_params():
     assert error.epoch < 200
 
 
+def _first_non_finite_step(net, loss, optimizer, params, data, epochs, batch_size, key):
+    """The oracle: train_step one minibatch at a time on fit's documented shuffle, until the loss
+    or the params turn non-finite: (epoch, step, the params just before)."""
+    step = fnnet.train_step(net, loss, optimizer, donate=False)
+    state, n = (params, optimizer.init(params)), len(data[0])
+    for epoch in range(epochs):
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+        for i in range(n // batch_size):
+            rows = order[i * batch_size: (i + 1) * batch_size]
+            params, opt_state, m = step(*state, data[0][rows], data[1][rows])
+            if not all(jnp.isfinite(leaf).all() for leaf in jax.tree.leaves((params, m["loss"]))):
+                return epoch, i, state[0]
+            state = (params, opt_state)
+    raise AssertionError("the oracle run did not diverge")
+
+
+def test_divergence_is_located_exactly_inside_a_block():
+    """The guard is checked once per block of epochs; the step it names, and the params it keeps,
+    are the ones a step-by-step run finds: epochs cross block boundaries and chunk boundaries."""
+    net, params, X, y = problem(loss=fnnet.losses.mean_squared_error, m=24, sizes=(5, 8, 3))
+    y = jax.random.normal(jax.random.key(5), (24, 3))
+    optimizer = optax.sgd(5.0)
+    kw = dict(batch_size=8, key=jax.random.key(0))
+    epoch, step, before = _first_non_finite_step(net, "mse", optimizer, params, (X, y), 80, **kw)
+    assert epoch > fnnet.train.BLOCK  # not in the first block: the located block is a later one
+    for log_every in (None, 7):
+        with pytest.raises(fnnet.DivergenceError, match=rf"non-finite at epoch {epoch}, step {step};") as info:
+            fnnet.fit(net, params, (X, y), "mse", optimizer, epochs=80, log_every=log_every, **kw)
+        assert tree_rel_error(info.value.params, before) <= 1e-10
+        assert len(info.value.history["loss"]) == epoch and np.isfinite(info.value.history["loss"]).all()
+    # the same run as model 1 of an ensemble (model 0 trains on): its step, and its params before it
+    kp = jax.random.split(jax.random.key(0))[0]  # problem()'s init key
+    models, history = fnnet.fit_ensemble(net, jnp.stack([kp, kp]), (X, y), "mse", optax.sgd,
+                                         learning_rates=[0.01, 5.0], epochs=80, dtype=jnp.float64, **kw)
+    assert history["diverged_at"][0] == -1 and np.isfinite(history["loss"][0]).all()
+    assert history["diverged_at"][1] == epoch * 3 + step
+    # (vmapped, the sums round in another order; by now the weights are 1e154, so 1e-6)
+    assert tree_rel_error(jax.tree.map(lambda a: a[1], models), before) <= 1e-6
+
+
 def test_per_example_grads_average_to_the_batch_gradient():
     net, params, X, y = problem(m=12)
     for mode in fnnet.train.GRAD_MODES:
@@ -210,13 +252,47 @@ def test_float64_data_trains_float32_params_in_float32():
     assert {leaf.dtype for leaf in jax.tree.leaves(fitted)} == {jnp.dtype(jnp.float32)}
 
 
-def test_a_second_fit_reuses_the_compiled_epochs():
+def test_a_second_fit_reuses_the_compiled_epochs(compiles):
     net, params, X, y = problem(jnp.float32)
     optimizer = optax.sgd(0.1)
     fnnet.fit(net, params, (X, y), CE, optimizer, epochs=3)
-    before = fnnet.train._compiled_epochs.cache_info().hits
-    fnnet.fit(net, params, (X + 1, y), CE, optimizer, epochs=3)
-    assert fnnet.train._compiled_epochs.cache_info().hits == before + 1
+    X2 = X + 1
+    with compiles() as n:
+        fnnet.fit(net, params, (X2, y), CE, optimizer, epochs=3)
+    assert n() == 0
+
+
+def test_log_every_compiles_one_program_per_chunk_length(compiles):
+    """Chunks of equal length run one program (the first passes an optimizer state too); only
+    a shorter last chunk compiles once more; the chunked run is the uninterrupted one, bit for bit."""
+    net, params, X, y = problem(jnp.float32)
+    optimizer = optax.adam(1e-2)
+    kw = dict(epochs=7, batch_size=10, key=jax.random.key(3))
+    whole, h_whole = fnnet.fit(net, params, (X, y), CE, optimizer, **kw)
+    seen = []
+    with compiles() as n:
+        chunked, h = fnnet.fit(net, params, (X, y), CE, optimizer, log_every=3, **kw,
+                               callback=lambda epoch, history: seen.append(epoch))
+    assert seen == [3, 6, 7]
+    assert n() <= 3  # the 3-epoch program, the 1-epoch program, optimizer.init
+    with compiles() as n:
+        fnnet.fit(net, params, (X, y), CE, optimizer, log_every=3, **kw)
+    assert n() == 0
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(chunked)))
+    assert np.array_equal(h["loss"], h_whole["loss"])
+
+
+def test_a_new_optimizer_object_warns_once_on_recompiling(compiles):
+    net, params, X, y = problem(jnp.float32)
+    net = fnnet.mlp([5, 3, 3])  # a setting no other test compiles
+    params = net.init(jax.random.key(0), jnp.float32)
+    fnnet.fit(net, params, (X, y), CE, optax.sgd(0.1), epochs=2)
+    with pytest.warns(fnnet.RecompileWarning, match=r"fit: compiling again for a new optimizer object.*"
+                      r"Create the optimizer once.*learning_rates"):
+        fnnet.fit(net, params, (X, y), CE, optax.sgd(0.1), epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fnnet.fit(net, params, (X, y), CE, optax.sgd(0.1), epochs=2)  # once
 
 
 @pytest.mark.parametrize("name,minimum", [("breast_cancer", 0.95), ("spirals", 0.95), ("moons", 0.95)])
@@ -309,3 +385,34 @@ def test_same_seed_is_bit_identical_across_processes():
         scope = {}
         exec(DETERMINISM_SCRIPT.replace("print(", "digest = ("), scope)
     assert other == scope["digest"] + "\n"
+
+
+def test_the_caller_chooses_the_metrics_and_a_users_loss_brings_its_own():
+    net, params, X, y = problem(jnp.float32)
+    optimizer = optax.sgd(0.1)
+    _, _, m = fnnet.train_step(net, CE, optimizer, donate=False, metrics=("loss",))(
+        params, optimizer.init(params), X, y)
+    assert set(m) == {"loss"}
+    _, history = fnnet.fit(net, params, (X, y), CE, optimizer, epochs=2, metrics=["accuracy"],
+                           validation=(X, y))
+    assert set(history) == {"accuracy", "val_accuracy"}
+    with pytest.raises(ValueError, match=r"fit: unknown metric 'f1'; softmax_cross_entropy_with_integer_labels "
+                                         r"offers \['loss', 'accuracy'\]"):
+        fnnet.fit(net, params, (X, y), CE, optimizer, epochs=2, metrics=("loss", "f1"))
+    with pytest.raises(ValueError, match=r"train_step: unknown metric 'accuracy'; mean_squared_error offers \['loss'\]"):
+        fnnet.train_step(net, "mse", optimizer, metrics=("accuracy",))
+    # a loss of the user's own: an accuracy where it gives one, computed from the step's own output
+    mine = fnnet.losses.Loss("my_ce", CE.fn, CE.delta_fn, True, accuracy_fn=lambda z, t: (z.argmax(-1) == t) * 1.0)
+    _, _, m = fnnet.train_step(net, mine, optimizer, donate=False)(params, optimizer.init(params), X, y)
+    assert float(m["accuracy"]) == float(fnnet.train.metrics(net, CE, params, X, y)["accuracy"])
+
+
+def test_per_example_grads_compile_once(compiles):
+    net, params, X, y = problem(jnp.float32, m=12)
+    fnnet.per_example_grads(net, params, X, y, CE)
+    params2 = jax.tree.map(lambda p: p * 2, params)
+    with compiles() as n:
+        again = fnnet.per_example_grads(net, params2, X, y, CE)
+    assert n() == 0
+    single = fnnet.backprop(net, params2, X[5:6], y[5:6], CE)[1]  # new params are used, not baked in
+    assert tree_rel_error(jax.tree.map(lambda g: g[5], again), single) <= 1e-6

@@ -139,7 +139,7 @@ def test_fuzzed_fit_arguments_fail_only_with_a_message(epochs, batch_size, log_e
     except (ValueError, TypeError) as e:
         assert len(str(e)) > 20
     else:  # it ran: then every argument was valid
-        assert n == 5 and x_fill == 1.0 and type(epochs) is int and epochs > 0 and grad in fnnet.train.GRAD_MODES
+        assert n > 0 and x_fill == 1.0 and type(epochs) is int and epochs > 0 and grad in fnnet.train.GRAD_MODES
         assert np.isfinite(history["loss"]).all() or lr != 0.1
 
 

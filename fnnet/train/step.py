@@ -1,0 +1,138 @@
+"""One training step: the gradient, the optimizer's update, and the metrics asked for."""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fnnet import losses as losses_lib
+from fnnet import parallel
+from fnnet._checks import tree_mismatch
+from fnnet.network import Network
+from fnnet.train.grads import value_output_and_grad
+
+
+def train_step(net: Network, loss, optimizer: optax.GradientTransformation, grad="backprop",
+               donate=True, mesh=None, metrics=None) -> Callable:
+    """A jitted, pure training step `(params, opt_state, X, y) -> (params, opt_state, metrics)`.
+
+    Args:
+      net, loss: the network and the loss (a `Loss` or its name).
+      optimizer: any optax `GradientTransformation`; `optax.sgd(α)` is the
+        textbook update w ← w − α·∂L/∂w with L the batch mean.
+      grad: `"backprop"` (hand-written) or `"autodiff"` (`jax.grad`).
+      donate: donate `params` and `opt_state` to the step, so XLA updates them in
+        place; the arrays passed in are invalid afterwards.
+      mesh: any `jax.sharding.Mesh` with a "data" axis (`fnnet.parallel.data_mesh()`,
+        `jax.make_mesh(...)` with Explicit or Auto axes, more axes than "data") to run
+        data-parallel: X and y split along "data" (the batch must divide evenly),
+        params, optimizer state and metrics replicated; the result equals the
+        single-device step on the same global batch. Without `mesh`, a mesh set with
+        `jax.set_mesh` around the call is used (see `fnnet.parallel.resolve`).
+      metrics: names of the metrics to return, from "loss" and, for classification
+        losses, "accuracy"; default: all of them. Both come from the forward pass the
+        gradient makes anyway.
+
+    Returns:
+      `step(params, opt_state, X, y)`, compiled once per input shape (and mesh).
+      `metrics` holds the batch values at the params before the update, as device
+      scalars.
+
+    >>> import optax, fnnet, jax, jax.numpy as jnp
+    >>> net = fnnet.mlp([2, 4, 1])
+    >>> optimizer = optax.sgd(1.0)
+    >>> step = fnnet.train_step(net, "bce", optimizer)
+    >>> params = net.init(jax.random.key(0))
+    >>> params, opt_state, m = step(params, optimizer.init(params), jnp.ones((4, 2)), jnp.ones((4, 1)))
+    >>> sorted(m)
+    ['accuracy', 'loss']
+    """
+    loss = losses_lib.get(loss)
+    check_optimizer(optimizer)
+    names = metric_names("train_step", loss, metrics)
+    update = update_fn(net, loss, optimizer, grad, names)
+    donated = (0, 1) if donate else ()
+    plain = jax.jit(update, donate_argnums=donated)
+    parallel.resolve("train_step", mesh)  # a bad mesh fails now, not at the first step
+    sharded = {}
+
+    def on_mesh(auto):
+        """The step compiled for one (Auto) mesh: params replicated, the batch split on "data"."""
+        if auto not in sharded:
+            replicated, batch = parallel.replicated(auto), parallel.batch_sharded(auto)
+            sharded[auto] = jax.jit(update, in_shardings=(replicated, replicated, batch, batch),
+                                    out_shardings=replicated, donate_argnums=donated)
+        return sharded[auto]
+
+    def step(params, opt_state, X, y):
+        auto = parallel.resolve("train_step", mesh)
+        if auto is None:
+            return plain(params, opt_state, X, y)
+        net.check(params, X, y, loss)  # before any device_put: JAX's own errors are the alternative
+        parallel.check_batch("train_step", auto, jnp.shape(X)[0])
+        params, opt_state = parallel.place((params, opt_state), parallel.replicated(auto))
+        X, y = parallel.place((X, y), parallel.batch_sharded(auto))
+        with jax.set_mesh(auto):
+            return on_mesh(auto)(params, opt_state, X, y)
+
+    def jitted(mesh=mesh):
+        """The compiled step itself (for `.lower(...)`), for `mesh` or one device."""
+        auto = parallel.resolve("train_step", mesh)
+        return plain if auto is None else on_mesh(auto)
+
+    step.jitted = jitted
+    return step
+
+
+def update_fn(net, loss, optimizer, grad, names) -> Callable:
+    """The pure step `(params, opt_state, X, y) -> (params, opt_state, metrics)`."""
+    value_output_grad = value_output_and_grad(net, loss, grad)
+
+    def update(params, opt_state, X, y):
+        (value, out), grads = value_output_grad(params, X, y)  # checks params, X, y when traced
+        check_opt_state(opt_state, optimizer, params, "train_step")
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, batch_metrics(loss, names, value, out, y)
+
+    return update
+
+
+def metric_names(where, loss, metrics) -> tuple:
+    """The metric names asked for (default: all that `loss` offers), validated."""
+    offered = ("loss",) + (("accuracy",) if loss.accuracy_fn is not None else ())
+    if metrics is None:
+        return offered
+    names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    unknown = [m for m in names if m not in offered]
+    if unknown:
+        raise ValueError(f"{where}: unknown metric {unknown[0]!r}; {loss.name} offers {list(offered)}")
+    return names
+
+
+def batch_metrics(loss, names, value, out, y) -> dict:
+    """`{name: batch mean}` for `names`, from the batch loss `value` and the output `out`."""
+    values = {"loss": lambda: value, "accuracy": lambda: loss.accuracy(out, y).mean()}
+    return {name: values[name]() for name in names}
+
+
+def evaluate_metrics(net: Network, loss, params, X, y, names=None) -> dict:
+    """`{"loss": L, "accuracy": a}` on a batch (accuracy only for classification losses)."""
+    loss = losses_lib.get(loss)
+    out = net.apply(params, X)
+    return batch_metrics(loss, metric_names("metrics", loss, names), loss(out, y).mean(), out, y)
+
+
+def check_optimizer(optimizer):
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            f"expected an optax GradientTransformation such as optax.sgd(0.1), got "
+            f"{type(optimizer).__name__} {optimizer!r}"
+        )
+
+
+def check_opt_state(opt_state, optimizer, params, where="fit"):
+    mismatch = tree_mismatch(opt_state, jax.eval_shape(optimizer.init, params))
+    if mismatch is not None:
+        raise ValueError(f"{where}: opt_state does not match this optimizer and params (from another "
+                         f"optimizer?): {mismatch.detail}")

@@ -1,10 +1,16 @@
-"""What fnnet is measured against: a hand-rolled raw-JAX step, the textbook numpy network (and its
-maths for any depth), and PyTorch eager when it is installed."""
+"""What fnnet is measured against: hand-rolled raw JAX (the step, the bare XOR scan, per-example
+gradients), the textbook numpy network (and its maths for any depth), and PyTorch eager when it
+is installed (`pip install -e .[bench]`)."""
+
+import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from benchmarks import timing
 
 # ---------- raw JAX: jax.jit(value_and_grad) + SGD, nothing from fnnet ----------
 
@@ -22,23 +28,47 @@ def raw_jax_step(workload):
     return jax.jit(raw_jax_update(workload), donate_argnums=0)
 
 
-def raw_jax_update(workload):
-    """The pure SGD step of `raw_jax_step`, for use inside other transforms (lax.scan)."""
-    act, loss_fn, lr = _ACTIVATIONS[workload.activation], _LOSSES[workload.loss], workload.lr
+def raw_jax_loss(workload, broadcast=False):
+    """`loss(params, X, y) -> scalar`, the batch mean. With `broadcast`, each layer multiplies
+    as `(a[:, :, None] * W[None]).sum(1)`, as fnnet.layers does for tiny layers, not `a @ W`."""
+    act, loss_fn = _ACTIVATIONS[workload.activation], _LOSSES[workload.loss]
 
     def loss(params, X, y):
         a = X
         for i, p in enumerate(params):
-            a = a @ p["W"] + p["b"]
+            a = ((a[:, :, None] * p["W"][None]).sum(1) if broadcast else a @ p["W"]) + p["b"][None, :]
             if i < len(params) - 1:
                 a = act(a)
         return loss_fn(a, y)
+
+    return loss
+
+
+def raw_jax_update(workload, broadcast=False):
+    """The pure SGD step of `raw_jax_step`, for use inside other transforms (lax.scan)."""
+    loss, lr = raw_jax_loss(workload, broadcast), workload.lr
 
     def step(params, X, y):
         value, grads = jax.value_and_grad(loss)(params, X, y)
         return jax.tree.map(lambda p, g: p - lr * g, params, grads), value
 
     return step
+
+
+def bare_scan(workload, X, y, epochs):
+    """`run(params) -> params`: jit of a lax.scan over `epochs` full-batch SGD steps, the layers
+    multiplied by broadcasting and nothing else in the body (the carry is the params, no
+    per-epoch outputs): the least a compiled loop of the tiny XOR net can cost."""
+    update = raw_jax_update(workload, broadcast=True)
+    return jax.jit(lambda params: jax.lax.scan(lambda p, _: (update(p, X, y)[0], None), params, length=epochs)[0])
+
+
+def raw_jax_per_example_grads(workload):
+    """`grads(params, X, y)`: ∂ℓᵢ/∂params for each example i, as
+    `jit(vmap(grad(ℓ), in_axes=(None, 0, 0)))`; params an argument, not a baked-in constant."""
+    loss = raw_jax_loss(workload)
+    per_example = lambda params, x, t: loss(params, x[None], t[None])
+    return jax.jit(jax.vmap(jax.grad(per_example), in_axes=(None, 0, 0)))
 
 
 # ---------- numpy: the textbook's network, and the same delta recursion at any depth ----------
@@ -130,12 +160,17 @@ def numpy_step(workload):
 # ---------- PyTorch eager, when installed ----------
 
 def torch_step(workload, params, X, y):
-    """`step()` of nn.Sequential + optim.SGD on the same params and batch, or None without torch."""
+    """nn.Sequential + optim.SGD on the same params and batch: `(step, current_params)`, or None
+    without torch.
+
+    `step(threads)` runs one SGD step on `threads` intra-op threads (set on every call, 0.2 µs,
+    because each workload picks its own) and returns the loss; `current_params()` reads the
+    model back in fnnet's layout (W of shape (n_in, n_out)), as numpy arrays.
+    """
     try:
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     layers = []
     for i, p in enumerate(params):
         linear = torch.nn.Linear(*np.shape(p["W"]))
@@ -153,11 +188,35 @@ def torch_step(workload, params, X, y):
     Xt = torch.from_numpy(np.array(X))
     yt = torch.from_numpy(np.array(y)).long() if y.dtype.kind == "i" else torch.from_numpy(np.array(y))
 
-    def step():
+    def step(threads):
+        torch.set_num_threads(threads)
         optimizer.zero_grad()
         loss = loss_fn(model(Xt), yt)
         loss.backward()
         optimizer.step()
         return loss.item()
 
-    return step
+    def current_params():
+        linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+        return [{"W": m.weight.detach().numpy().T.copy(), "b": m.bias.detach().numpy().copy()} for m in linears]
+
+    return step, current_params
+
+
+def torch_threads(run, target, settle):
+    """The faster of 1 and os.cpu_count() intra-op threads for `run(threads)`, by a short
+    interleaved probe (5 rounds): `{"threads", "threads_probe_s": {threads: seconds per call},
+    "omp_wait_policy"}` (None: libgomp's default).
+
+    The choice matters because torch's OpenMP workers spin between parallel regions: on 2 cores
+    a small step at 2 threads waits on a descheduled worker: W1 measured 0.2–9 ms a step,
+    typically 1 ms, against 0.12–0.35 ms at 1 thread; W3 needs both cores (15–19 ms against
+    28–30 ms). OMP_WAIT_POLICY=PASSIVE (read only when torch loads libgomp) would stop
+    the spinning but made W3's 2-thread step 1.6× slower (30 ms), so the default stays. After
+    a call the workers spin about 10 ms, well inside the harness's pause (`settle`)."""
+    counts = sorted({1, os.cpu_count() or 1})
+    runs = {n: functools.partial(run, n) for n in counts}
+    number = {n: timing.calls_per_timing(r, target) for n, r in runs.items()}
+    probe = {n: t["median"] for n, t in timing.interleaved(runs, 5, number, settle).items()}
+    return {"threads": min(probe, key=probe.get), "threads_probe_s": probe,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}

@@ -1,12 +1,15 @@
 """fnnet's benchmark suite: one command, a table and a JSON file.
 
-    python -m benchmarks.run [--quick] [--json benchmarks/results.json] [--sections scaling]
+    python -m benchmarks.run [--quick] [--json benchmarks/results.json] [--sections xor,steps]
+
+PyTorch rows need the `bench` extra (`pip install -e .[bench]`) and are skipped without it.
 
 Every time is the steady state after compilation (compile time reported apart),
 measured interleaved with its rivals in one process, median over repeats.
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -94,6 +97,12 @@ def steps(args, peak_gflops=None):
         fit_kw = dict(epochs=fit_epochs, batch_size=w.batch, key=jax.random.key(2))
         full_batch = fnnet.fit(net, params, (X, y), w.loss, optimizer, epochs=3)[0]  # the same 3 steps
         _assert_close("fnnet fit", w, full_batch, reference)
+        torch_sgd = baselines.torch_step(w, params, X, y)
+        if torch_sgd is not None:
+            torch_run, torch_params = torch_sgd
+            for _ in range(3):
+                torch_run(1)
+            _assert_close("torch", w, torch_params(), reference)
 
         start = time.perf_counter()
         _block(fnnet.fit(net, params, (Xf, yf), w.loss, optimizer, **fit_kw)[0])
@@ -121,39 +130,49 @@ def steps(args, peak_gflops=None):
 
         runs = {"raw JAX": run_raw, **{f"fnnet {g}": fnnet_runner(g) for g in fnnet_steps},
                 "fnnet fit": run_fit, "numpy": run_numpy}
-        torch_run = baselines.torch_step(w, params, X, y)
-        if torch_run is None:
+        if torch_sgd is None:
             notes.append("torch: not installed, skipped")
         else:
-            runs["torch"] = torch_run
+            choice = baselines.torch_threads(torch_run, args.target, args.settle)
+            runs["torch"] = functools.partial(torch_run, choice["threads"])
         number = {name: timing.calls_per_timing(run, args.target) for name, run in runs.items()}
-        times = timing.interleaved(runs, args.repeats, number, args.settle)
-        fit_steps = fit_epochs * n_fit
-        compile_s = {name: max(first[name] - times[name]["median"], 0.0) for name in first}
-        times["fnnet fit"] = {k: (v / fit_steps if k != "n" else v) for k, v in times["fnnet fit"].items()}
+        samples = timing.interleaved_samples(runs, args.repeats, number, args.settle)
+        compile_s = {name: max(first[name] - float(np.median(samples[name])), 0.0) for name in first}
+        samples["fnnet fit"] = [s / (fit_epochs * n_fit) for s in samples["fnnet fit"]]
+        times = {name: timing.summary(s) for name, s in samples.items()}
         base = times["raw JAX"]["median"]
         rows = {}
         for name, t in times.items():
-            rows[name] = t | {"ratio_to_raw_jax": t["median"] / base, "compile_s": compile_s.get(name)}
+            rows[name] = t | {"ratio_to_raw_jax": t["median"] / base,
+                              "paired_ratio_to_raw_jax": timing.paired_ratio(samples[name], samples["raw JAX"]),
+                              "compile_s": compile_s.get(name)}
             if peak_gflops and w.name == "W3":
                 rows[name]["gflops"] = w.flops_per_step() / t["median"] / 1e9
                 rows[name]["fraction_of_peak"] = rows[name]["gflops"] / peak_gflops
         rows["fnnet backprop"]["ratio_to_autodiff"] = (times["fnnet backprop"]["median"]
                                                        / times["fnnet autodiff"]["median"])
+        if "torch" in rows:
+            rows["torch"] |= choice
         result[w.name] = {"title": w.title, "batch": w.batch, "rows": rows}
 
-    lines = [f"time per SGD step after compilation, float32, medians of {args.repeats} interleaved repeats"]
-    header = f"{'workload':<28}{'implementation':<16}{'µs/step':>10}{'q25–q75':>18}{'× raw JAX':>11}{'compile s':>11}"
+    lines = [f"time per SGD step after compilation, float32, medians of {args.repeats} interleaved rounds; "
+             f"× raw JAX: ratio of medians, paired: median over rounds of the ratio within a round"]
+    header = (f"{'workload':<28}{'implementation':<17}{'µs/step':>10}{'q25–q75':>18}{'× raw JAX':>11}{'paired':>8}"
+              f"{'compile s':>11}")
     lines.append(header + ("  % of matmul peak" if peak_gflops else ""))
     for name, r in result.items():
         for impl, row in r["rows"].items():
             spread = f"{_us(row['q25'])}–{_us(row['q75'])}"
             compiled = "" if row["compile_s"] is None else f"{row['compile_s']:.2f}"
             extra = f"{100 * row['fraction_of_peak']:>17.0f}%" if "fraction_of_peak" in row else ""
-            lines.append(f"{name + ' ' + r['title']:<28}{impl:<16}{_us(row['median']):>10}{spread:>18}"
-                         f"{row['ratio_to_raw_jax']:>11.2f}{compiled:>11}{extra}")
+            label = f"torch, {row['threads']} thr." if impl == "torch" else impl
+            lines.append(f"{name + ' ' + r['title']:<28}{label:<17}{_us(row['median']):>10}{spread:>18}"
+                         f"{row['ratio_to_raw_jax']:>11.2f}{row['paired_ratio_to_raw_jax']:>8.2f}{compiled:>11}{extra}")
     lines.append("backprop / autodiff: " + ", ".join(
         f"{name} {r['rows']['fnnet backprop']['ratio_to_autodiff']:.2f}" for name, r in result.items()))
+    torch_rows = {name: r["rows"]["torch"] for name, r in result.items() if "torch" in r["rows"]}
+    if torch_rows:
+        lines.append(_torch_threads_line(torch_rows))
     lines += notes[:1]
     return {"workloads": result, "notes": notes[:1]}, "\n".join(lines)
 
@@ -163,17 +182,24 @@ def _us(seconds):
     return f"{us:.1f}" if us < 100 else f"{us:.0f}"
 
 
-def _assert_close(name, w, params, reference, tol=1e-4):
+def _torch_threads_line(rows):
+    """`rows`: workload -> its torch row. The chosen thread counts, and the probe behind each."""
+    policy = next(iter(rows.values()))["omp_wait_policy"] or "default"
+    return f"torch threads (OMP_WAIT_POLICY={policy}), chosen by a probe, µs/step at each count: " + ", ".join(
+        f"{name} {row['threads']} (" + ", ".join(f"{n}: {_us(s)}" for n, s in row["threads_probe_s"].items()) + ")"
+        for name, row in rows.items())
+
+
+def _assert_close(name, w, params, reference, tol=1e-4, what="parameters than raw JAX after 3 steps"):
     error = workloads.max_rel_error(params, reference)
     if not error <= tol:
-        raise AssertionError(f"{name} on {w.name} computes different parameters than raw JAX after 3 steps "
+        raise AssertionError(f"{name} on {w.name} computes different {what} "
                              f"(max rel. error {error:.1e}): not timing a wrong computation")
 
 
 def xor(args):
     """W1 end to end: 2000 epochs of the textbook's XOR training, one model and 64 at once."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
     import optax
 
@@ -188,51 +214,158 @@ def xor(args):
     params = net.init(keys[0])
     update = baselines.raw_jax_update(w)
     raw_epochs = jax.jit(lambda p: jax.lax.scan(lambda p, _: update(p, X, y), p, length=epochs))
+    bare_epochs = baselines.bare_scan(w, X, y, epochs)
 
     def run_numpy():
         np.random.seed(0)
         baselines.textbook_train(baselines.SimpleNN(2, 4, 1), Xn, yn, epochs, lr=1.0)
 
-    def run_fit():
-        _block(fnnet.fit(net, params, (X, y), w.loss, optimizer, epochs=epochs)[0])
-
     def run_raw():
         _block(raw_epochs(params))
+
+    def run_bare():
+        _block(bare_epochs(params))
+
+    fit_key = jax.random.key(2)  # as a user calls it: with a key (unused: one batch is the whole set)
+
+    def run_fit():
+        _block(fnnet.fit(net, params, (X, y), w.loss, optimizer, epochs=epochs, key=fit_key)[0])
+
+    # fit's compiled program alone, called as fit calls it (no Python checks, no history transfer)
+    from fnnet.train import epochs as fused
+    loss = fnnet.losses.get(w.loss)
+    program = fused._program(net, loss, optimizer, "backprop", fnnet.train.step.metric_names("fit", loss, None),
+                             fused.Schedule(4, 4, False), epochs, None)
+
+    def run_program():
+        return _block(program(fused.Carry(params, None), fit_key, 0, X, y, None))
 
     def run_ensemble():
         _block(fnnet.fit_ensemble(net, keys, (X, y), w.loss, optimizer, epochs=epochs)[0])
 
-    runs = {"numpy textbook": run_numpy, "raw JAX scan": run_raw, "fnnet fit": run_fit,
-            "fnnet fit_ensemble ×64": run_ensemble}
-    # correctness: fit equals the raw-JAX scan; ensemble model 0 equals fit
+    runs = {"numpy textbook": run_numpy, "raw JAX scan": run_raw, "bare scan": run_bare, "fnnet fit": run_fit}
+    runs["fnnet fit (compiled program)"] = run_program
+    runs["fnnet fit_ensemble ×64"] = run_ensemble
+    notes, choice = [], None
+    torch_sgd = baselines.torch_step(w, params, X, y)
+    if torch_sgd is None:
+        notes.append("torch: not installed, skipped")
+    else:
+        choice = baselines.torch_threads(torch_sgd[0], args.target, args.settle)
+
+        def run_torch():  # a fresh model from `params`, then the plain eager loop
+            step, current_params = baselines.torch_step(w, params, X, y)
+            for _ in range(epochs):
+                step(choice["threads"])
+            return current_params()
+
+        runs["torch eager"] = run_torch
+    eager = ("numpy textbook", "torch eager")  # nothing to compile
+
+    # correctness: the bare scan, fit and torch equal the raw-JAX scan; ensemble model 0 equals fit
+    reference = raw_epochs(params)[0]
+    against = "parameters than the raw JAX scan after 2000 epochs"
+    _assert_close("bare scan", w, bare_epochs(params), reference, tol=1e-3, what=against)
     fitted = fnnet.fit(net, params, (X, y), w.loss, optimizer, epochs=epochs)[0]
-    _assert_close("fnnet fit (2000 epochs)", w, fitted, raw_epochs(params)[0], tol=1e-3)
+    _assert_close("fnnet fit", w, fitted, reference, tol=1e-3, what=against)
+    _assert_close("fnnet fit (compiled program)", w, run_program()[0].params, fitted, tol=0, what="parameters than fit")
+    if torch_sgd is not None:
+        _assert_close("torch eager", w, run_torch(), reference, tol=1e-3, what=against)
     compile_s = {}
     for name, run in runs.items():
         start = time.perf_counter()
         run()
         compile_s[name] = time.perf_counter() - start
     models = fnnet.fit_ensemble(net, keys, (X, y), w.loss, optimizer, epochs=epochs)[0]
-    _assert_close("fnnet fit_ensemble model 0", w, jax.tree.map(lambda a: a[0], models), fitted, tol=1e-5)
+    _assert_close("fnnet fit_ensemble model 0", w, jax.tree.map(lambda a: a[0], models), fitted, tol=1e-5,
+                  what="parameters than fnnet fit")
     number = {name: timing.calls_per_timing(run, args.target) for name, run in runs.items()}
-    times = timing.interleaved(runs, args.repeats, number, args.settle)
-    numpy_s = times["numpy textbook"]["median"]
+    samples = timing.interleaved_samples(runs, args.repeats, number, args.settle)
+    times = {name: timing.summary(s) for name, s in samples.items()}
+    numpy_s, bare_s = times["numpy textbook"]["median"], times["bare scan"]["median"]
     rows = {}
     for name, t in times.items():
         n_models = 64 if "×64" in name else 1
-        rows[name] = t | {"compile_s": max(compile_s[name] - t["median"], 0.0) if name != "numpy textbook" else None,
+        rows[name] = t | {"compile_s": None if name in eager else max(compile_s[name] - t["median"], 0.0),
                           "speedup_vs_numpy": numpy_s / t["median"],
+                          "ratio_to_bare_scan": t["median"] / bare_s,
                           "model_epochs_per_s": n_models * epochs / t["median"]}
-    rows["fnnet fit_ensemble ×64"]["throughput_vs_numpy"] = (rows["fnnet fit_ensemble ×64"]["model_epochs_per_s"]
-                                                             / rows["numpy textbook"]["model_epochs_per_s"])
+    ensemble = rows["fnnet fit_ensemble ×64"]
+    ensemble["throughput_vs_numpy"] = ensemble["model_epochs_per_s"] / rows["numpy textbook"]["model_epochs_per_s"]
+    fit_over_bare_ms = 1e3 * (times["fnnet fit"]["median"] - bare_s)
+    targets = {"fit_program_paired_ratio_to_bare_scan": timing.paired_ratio(samples["fnnet fit (compiled program)"],
+                                                                            samples["bare scan"]),
+               "fit_program_within_1.5x_bare_scan": times["fnnet fit (compiled program)"]["median"] <= 1.5 * bare_s,
+               "fit_minus_bare_scan_ms": fit_over_bare_ms,
+               "fit_paired_ratio_to_bare_scan": timing.paired_ratio(samples["fnnet fit"], samples["bare scan"]),
+               "fit_within_0.1_ms_of_bare_scan": fit_over_bare_ms <= 0.1,
+               "ensemble_throughput_vs_numpy": ensemble["throughput_vs_numpy"],
+               "ensemble_at_least_1000x_numpy": ensemble["throughput_vs_numpy"] >= 1000}
+    if choice is not None:
+        rows["torch eager"] |= choice
+
     lines = [f"XOR 2-4-1, {epochs} epochs end to end (after compilation), medians of {args.repeats}",
-             f"{'implementation':<26}{'ms':>9}{'q25–q75':>16}{'× faster than numpy':>21}{'model-epochs/s':>16}"]
+             f"{'implementation':<26}{'ms':>9}{'q25–q75':>16}{'× faster than numpy':>21}{'× bare scan':>13}"
+             f"{'model-epochs/s':>16}"]
     for name, r in rows.items():
         spread = f"{r['q25'] * 1e3:.3f}–{r['q75'] * 1e3:.3f}"
-        lines.append(f"{name:<26}{r['median'] * 1e3:>9.3f}{spread:>16}{r['speedup_vs_numpy']:>21.1f}"
-                     f"{r['model_epochs_per_s']:>16.3g}")
-    lines.append(f"ensemble throughput: {rows['fnnet fit_ensemble ×64']['throughput_vs_numpy']:.0f}× the numpy network's model-epochs/s")
-    return {"epochs": epochs, "rows": rows}, "\n".join(lines)
+        label = f"torch eager, {r['threads']} thr." if name == "torch eager" else name
+        lines.append(f"{label:<26}{r['median'] * 1e3:>9.3f}{spread:>16}{r['speedup_vs_numpy']:>21.1f}"
+                     f"{r['ratio_to_bare_scan']:>13.2f}{r['model_epochs_per_s']:>16.3g}")
+    met = {True: "met", False: "not met"}
+    lines.append(f"fnnet fit's compiled program: {rows['fnnet fit (compiled program)']['ratio_to_bare_scan']:.2f}× "
+                 f"the bare scan ({targets['fit_program_paired_ratio_to_bare_scan']:.2f}× paired; "
+                 f"target ≤ 1.5×: {met[targets['fit_program_within_1.5x_bare_scan']]})")
+    lines.append(f"fnnet fit end to end: {rows['fnnet fit']['ratio_to_bare_scan']:.2f}× the bare scan "
+                 f"({targets['fit_paired_ratio_to_bare_scan']:.2f}× paired), {fit_over_bare_ms:+.3f} ms "
+                 f"(target ≤ +0.1 ms: {met[targets['fit_within_0.1_ms_of_bare_scan']]})")
+    lines.append(f"ensemble ×64 throughput: {ensemble['throughput_vs_numpy']:.0f}× the numpy network's model-epochs/s "
+                 f"(target ≥ 1000×: {met[targets['ensemble_at_least_1000x_numpy']]})")
+    if choice is not None:
+        lines.append(_torch_threads_line({"W1": rows["torch eager"]}))
+    lines += notes
+    return {"epochs": epochs, "rows": rows, "targets": targets, "notes": notes}, "\n".join(lines)
+
+
+def per_example(args):
+    """fnnet.per_example_grads as a user calls it (Python and all) against its hand-written twin."""
+    import jax
+
+    import fnnet
+
+    twin_name, name = "jit(vmap(grad))", "fnnet per_example_grads"
+    result = {}
+    for w in (workloads.W1, workloads.W2):
+        net = w.net()
+        params = net.init(jax.random.key(0))
+        X, y = workloads.batch(w, jax.random.key(1))
+        twin = baselines.raw_jax_per_example_grads(w)
+        runs = {twin_name: lambda: _block(twin(params, X, y)),
+                name: lambda: _block(fnnet.per_example_grads(net, params, X, y, w.loss))}
+        first = {}
+        for impl, run in runs.items():
+            start = time.perf_counter()
+            run()
+            first[impl] = time.perf_counter() - start
+        _assert_close(name, w, fnnet.per_example_grads(net, params, X, y, w.loss), twin(params, X, y),
+                      what=f"per-example gradients than {twin_name}")
+        number = {impl: timing.calls_per_timing(run, args.target) for impl, run in runs.items()}
+        times = timing.interleaved(runs, args.repeats, number, args.settle)
+        rows = {impl: t | {"ratio_to_twin": t["median"] / times[twin_name]["median"],
+                           "first_call_s": first[impl]} for impl, t in times.items()}
+        result[w.name] = {"title": w.title, "batch": w.batch, "rows": rows}
+
+    lines = [f"per-example gradients of the batch, as a user calls them, medians of {args.repeats} interleaved rounds",
+             f"{'workload':<28}{'implementation':<25}{'µs/call':>10}{'q25–q75':>18}{'× twin':>9}{'first call s':>14}"]
+    for wname, r in result.items():
+        for impl, row in r["rows"].items():
+            spread = f"{_us(row['q25'])}–{_us(row['q75'])}"
+            lines.append(f"{wname + ' ' + r['title']:<28}{impl:<25}{_us(row['median']):>10}{spread:>18}"
+                         f"{row['ratio_to_twin']:>9.2f}{row['first_call_s']:>14.2f}")
+    ratios = {wname: r["rows"][name]["ratio_to_twin"] for wname, r in result.items()}
+    lines.append(f"{name} / {twin_name}: " + ", ".join(f"{k} {v:.2f}×" for k, v in ratios.items())
+                 + f" (target ≤ 1.2×: {'met' if max(ratios.values()) <= 1.2 else 'not met'})")
+    return {"workloads": result}, "\n".join(lines)
 
 
 def scaling(args):
@@ -253,7 +386,7 @@ def scaling(args):
     return result, "\n".join(lines)
 
 
-SECTIONS = {"peak": peak, "steps": steps, "xor": xor, "scaling": scaling}
+SECTIONS = {"peak": peak, "steps": steps, "xor": xor, "per_example": per_example, "scaling": scaling}
 
 
 def main(argv=None):

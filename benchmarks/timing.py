@@ -6,7 +6,13 @@ import numpy as np
 
 
 def interleaved(candidates: dict, repeats: int, number, settle=0.2) -> dict:
-    """Seconds per call of each candidate: `{name: {"median", "min", "max", "q25", "q75"}}`.
+    """Seconds per call of each candidate: `{name: {"median", "min", "max", "q25", "q75", "n"}}`.
+    Arguments as in `interleaved_samples`."""
+    return {name: summary(s) for name, s in interleaved_samples(candidates, repeats, number, settle).items()}
+
+
+def interleaved_samples(candidates: dict, repeats: int, number, settle=0.2) -> dict:
+    """Seconds per call of each candidate in each round: `{name: [seconds] * repeats}`.
 
     Args:
       candidates: name -> a function taking no arguments that runs the work once
@@ -19,7 +25,7 @@ def interleaved(candidates: dict, repeats: int, number, settle=0.2) -> dict:
         call. Thread pools keep spinning after a call (numpy's OpenBLAS for about
         0.1 s, XLA's a little) and steal the cores from whoever runs next: without
         the pause a JAX step measured 2× slower right after numpy, and numpy up to
-        10× slower right after JAX.
+        10× slower right after JAX; torch's OpenMP workers for about 0.01 s.
     """
     number = number if isinstance(number, dict) else dict.fromkeys(candidates, number)
     samples = {name: [] for name in candidates}
@@ -31,7 +37,13 @@ def interleaved(candidates: dict, repeats: int, number, settle=0.2) -> dict:
             for _ in range(number[name]):
                 run()
             samples[name].append((time.perf_counter() - start) / number[name])
-    return {name: summary(s) for name, s in samples.items()}
+    return samples
+
+
+def paired_ratio(samples, reference) -> float:
+    """Median over rounds of samples[i] / reference[i]: a ratio taken within each round, where
+    both ran seconds apart on the same machine, so a drift between rounds cancels."""
+    return float(np.median(np.asarray(samples) / np.asarray(reference)))
 
 
 def summary(samples) -> dict:

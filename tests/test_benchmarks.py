@@ -1,12 +1,26 @@
 """The benchmark suite in its smallest setting: it runs, and its table and JSON are complete
 (no timing is asserted: speed is for the benchmark's own report, not for tests)."""
 
+import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).parent.parent
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _check_torch_row(row, label, stdout):
+    """A torch row names the thread count its probe chose, the faster of 1 and cpu_count()."""
+    probe = row["threads_probe_s"]
+    assert set(probe) == {str(n) for n in {1, os.cpu_count()}} and all(s > 0 for s in probe.values())
+    assert str(row["threads"]) == min(probe, key=probe.get)
+    assert row["omp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY")
+    assert f"{label}, {row['threads']} thr." in stdout
 
 
 def test_benchmark_smoke_run_writes_a_complete_table_and_json(tmp_path):
@@ -20,20 +34,45 @@ def test_benchmark_smoke_run_writes_a_complete_table_and_json(tmp_path):
 
     steps = report["steps"]["workloads"]
     assert list(steps) == ["W1", "W2"]  # --smoke: the two small workloads
+    expected = ["raw JAX", "fnnet backprop", "fnnet autodiff", "fnnet fit", "numpy"] + ["torch"] * HAS_TORCH
     for name, workload in steps.items():
         rows = workload["rows"]
-        assert {"raw JAX", "fnnet backprop", "fnnet autodiff", "fnnet fit", "numpy"} <= set(rows)
+        assert list(rows) == expected, name  # torch present iff it is importable
         for impl, row in rows.items():
             assert 0 < row["q25"] <= row["median"] <= row["q75"], (name, impl)
-            assert row["ratio_to_raw_jax"] > 0 and f"{name} " in run.stdout
-        assert rows["raw JAX"]["ratio_to_raw_jax"] == 1.0
+            assert row["ratio_to_raw_jax"] > 0 and row["paired_ratio_to_raw_jax"] > 0 and f"{name} " in run.stdout
+        assert rows["raw JAX"]["ratio_to_raw_jax"] == rows["raw JAX"]["paired_ratio_to_raw_jax"] == 1.0
         assert all(rows[i]["compile_s"] > 0 for i in ("raw JAX", "fnnet backprop", "fnnet autodiff", "fnnet fit"))
         assert rows["fnnet backprop"]["ratio_to_autodiff"] > 0
+        if HAS_TORCH:
+            _check_torch_row(rows["torch"], "torch", run.stdout)
+    assert report["steps"]["notes"] == ([] if HAS_TORCH else ["torch: not installed, skipped"])
 
     xor = report["xor"]["rows"]
-    assert list(xor) == ["numpy textbook", "raw JAX scan", "fnnet fit", "fnnet fit_ensemble ×64"]
-    assert xor["numpy textbook"]["speedup_vs_numpy"] == 1.0
+    assert list(xor) == (["numpy textbook", "raw JAX scan", "bare scan", "fnnet fit", "fnnet fit (compiled program)",
+                          "fnnet fit_ensemble ×64"]
+                         + ["torch eager"] * HAS_TORCH)
+    assert xor["numpy textbook"]["speedup_vs_numpy"] == 1.0 and xor["bare scan"]["ratio_to_bare_scan"] == 1.0
+    assert all(row["ratio_to_bare_scan"] > 0 and row["model_epochs_per_s"] > 0 for row in xor.values())
     assert xor["fnnet fit_ensemble ×64"]["throughput_vs_numpy"] > 0
+    targets = report["xor"]["targets"]
+    assert set(targets) == {"fit_program_paired_ratio_to_bare_scan", "fit_program_within_1.5x_bare_scan",
+                            "fit_minus_bare_scan_ms", "fit_paired_ratio_to_bare_scan", "fit_within_0.1_ms_of_bare_scan",
+                            "ensemble_throughput_vs_numpy", "ensemble_at_least_1000x_numpy"}
+    assert isinstance(targets["fit_within_0.1_ms_of_bare_scan"], bool)
+    assert "the bare scan" in run.stdout and "target ≥ 1000×" in run.stdout and "target ≤ 1.5×" in run.stdout
+    if HAS_TORCH:
+        _check_torch_row(xor["torch eager"], "torch eager", run.stdout)
+
+    grads = report["per_example"]["workloads"]
+    assert list(grads) == ["W1", "W2"]
+    for name, workload in grads.items():
+        rows = workload["rows"]
+        assert list(rows) == ["jit(vmap(grad))", "fnnet per_example_grads"]
+        assert rows["jit(vmap(grad))"]["ratio_to_twin"] == 1.0
+        for impl, row in rows.items():
+            assert 0 < row["q25"] <= row["median"] <= row["q75"] and row["first_call_s"] > 0, (name, impl)
+    assert "target ≤ 1.2×" in run.stdout
 
     rows = report["scaling"]["rows"]
     assert list(rows) == ["one device, no mesh", "1 device", "2 devices", "4 devices"]
@@ -43,10 +82,9 @@ def test_benchmark_smoke_run_writes_a_complete_table_and_json(tmp_path):
         assert name in run.stdout
 
 
-def test_benchmark_refuses_to_time_a_wrong_computation(monkeypatch):
+def test_benchmark_refuses_to_time_a_wrong_computation():
     """The correctness gate: an implementation that lands elsewhere than raw JAX is an error."""
     import jax
-    import pytest
 
     from benchmarks import run, workloads
 
@@ -55,3 +93,39 @@ def test_benchmark_refuses_to_time_a_wrong_computation(monkeypatch):
     run._assert_close("ok", workloads.W2, good, good)
     with pytest.raises(AssertionError, match=r"bad on W2 computes different parameters than raw JAX"):
         run._assert_close("bad", workloads.W2, bad, good)
+    with pytest.raises(AssertionError, match=r"bad on W2 computes different per-example gradients than twin"):
+        run._assert_close("bad", workloads.W2, bad, good, what="per-example gradients than twin")
+
+
+def test_torch_baseline_reads_back_fnnet_layout_and_its_gate_can_fail():
+    """torch's params come back as fnnet lays them out (W transposed to (n_in, n_out)), so the
+    gate compares like with like; after 3 steps they equal raw JAX's, ×1.01 they do not."""
+    pytest.importorskip("torch")
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import baselines, run, workloads
+
+    w = workloads.W2
+    params = w.net().init(jax.random.key(0))
+    X, y = workloads.batch(w, jax.random.key(1))
+    step, current_params = baselines.torch_step(w, params, X, y)
+    assert workloads.max_rel_error(current_params(), params) == 0.0
+    reference = jax.tree.map(jnp.copy, params)
+    raw = baselines.raw_jax_step(w)
+    for _ in range(3):
+        step(1)
+        reference, _ = raw(reference, X, y)
+    run._assert_close("torch", w, current_params(), reference)
+    with pytest.raises(AssertionError, match=r"torch ×1.01 on W2 computes different parameters"):
+        run._assert_close("torch ×1.01", w, jax.tree.map(lambda a: a * 1.01, current_params()), reference)
+
+
+def test_paired_ratio_is_taken_within_each_round():
+    from benchmarks import timing
+
+    # the machine slows 10× during round 3, between the two turns: within each round but that one
+    # the candidate takes 2× the reference, while the ratio of the medians says 20×
+    candidate, reference = [2.0, 2.0, 20.0, 20.0, 20.0], [1.0, 1.0, 1.0, 10.0, 10.0]
+    assert timing.paired_ratio(candidate, reference) == 2.0
+    assert timing.summary(candidate)["median"] / timing.summary(reference)["median"] == 20.0

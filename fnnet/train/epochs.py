@@ -209,21 +209,24 @@ def epochs_fn(net, loss, optimizer, grad, names, schedule: Schedule, n_epochs, m
             params, opt_state, m = update(*carry, *batch)
             return Carry(params, opt_state), m
 
+        columns = {}  # metric name -> dtype, in the order of the history's columns (set when traced)
+
         def epoch(carry, e):
             # one step per epoch (full batch): unrolled, no inner loop at all
             carry, ms = jax.lax.scan(step, carry, schedule.batches(key, e, (X, y)),
                                      unroll=schedule.steps == 1)
-            history = jax.tree.map(jnp.mean, ms)
+            metrics = jax.tree.map(jnp.mean, ms)
             if val is not None:
-                history |= {f"val_{k}": v for k, v in evaluate_metrics(net, loss, carry.params, *val,
+                metrics |= {f"val_{k}": v for k, v in evaluate_metrics(net, loss, carry.params, *val,
                                                                        names).items()}
-            return carry, history
+            columns.update((k, v.dtype) for k, v in metrics.items())
+            return carry, jnp.stack(list(metrics.values()))  # one history write per epoch, not per metric
 
         def block(state, es):
             """The epochs `es`, then one check: if anything became non-finite, undo the block."""
             carry, bad = state
             new, history = jax.lax.scan(epoch, carry, es)
-            ok = _all_finite((new, history["loss"])) & (bad < 0)
+            ok = _all_finite((new, history[:, list(columns).index("loss")])) & (bad < 0)
             carry = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry)
             return (carry, jnp.where(ok | (bad >= 0), bad, es[0])), history
 
@@ -232,13 +235,13 @@ def epochs_fn(net, loss, optimizer, grad, names, schedule: Schedule, n_epochs, m
         state, parts = (carry, jnp.full((), -1, es.dtype)), []
         if full:
             state, history = jax.lax.scan(block, state, es[:full].reshape(-1, BLOCK))
-            parts.append(jax.tree.map(lambda h: h.reshape(-1), history))
+            parts.append(history.reshape(full, -1))
         if full < n_epochs:
             state, history = block(state, es[full:])
             parts.append(history)
-        history = {k: jnp.concatenate([p[k] for p in parts]) for k in parts[0]
-                   if k in names or k.startswith("val_")}
-        return *state, history
+        history = jnp.concatenate(parts)
+        return *state, {k: history[:, i].astype(dtype) for i, (k, dtype) in enumerate(columns.items())
+                        if k in names or k.startswith("val_")}
 
     return run
 

@@ -53,14 +53,19 @@ def per_example_grads(net: Network, params, X, y, loss, grad="backprop"):
     Returns:
       A tree like `params` whose leaves have a leading axis of length `m`; their
       mean over that axis is the batch gradient. Compiled once per network, loss,
-      grad mode and shapes: later calls only run it.
+      grad mode and shapes: later calls only run it. The checks of params, X and y
+      run when it is traced, as `train_step`'s do (so, as inside any `jit`, an
+      out-of-range label gives NaN gradients for its example rather than an error).
     """
-    loss = losses_lib.get(loss)
-    net.check(params, X, y, loss)
-    return _per_example(net, loss, grad)(params, X, y)
+    return _per_example(net, losses_lib.get(loss), grad)(params, X, y)
 
 
 @functools.lru_cache(maxsize=64)
 def _per_example(net, loss, grad):
     vg = value_and_grad(net, loss, grad)
-    return jax.jit(jax.vmap(lambda params, x, t: vg(params, x[None], t[None])[1], in_axes=(None, 0, 0)))
+
+    def every_example(params, X, y):
+        net.check(params, X, y, loss)  # when traced: once per shape, before anything compiles
+        return jax.vmap(lambda x, t: vg(params, x[None], t[None])[1])(X, y)
+
+    return jax.jit(every_example)

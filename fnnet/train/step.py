@@ -66,6 +66,8 @@ def train_step(net: Network, loss, optimizer: optax.GradientTransformation, grad
         return sharded[auto]
 
     def step(params, opt_state, X, y):
+        if mesh is None and jax.sharding.get_abstract_mesh().empty:  # no mesh anywhere: the fast path
+            return plain(params, opt_state, X, y)
         auto = parallel.resolve("train_step", mesh)
         if auto is None:
             return plain(params, opt_state, X, y)

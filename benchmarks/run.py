@@ -65,7 +65,9 @@ def steps(args, peak_gflops=None):
         X, y = workloads.batch(w, jax.random.key(1))
         copy = lambda: jax.tree.map(jnp.copy, params)
         raw = baselines.raw_jax_step(w)
-        fnnet_steps = {g: fnnet.train_step(net, w.loss, optimizer, grad=g) for g in fnnet.train.GRAD_MODES}
+        # the loss only, as the raw-JAX step computes (the caller chooses the metrics)
+        fnnet_steps = {g: fnnet.train_step(net, w.loss, optimizer, grad=g, metrics=("loss",))
+                       for g in fnnet.train.GRAD_MODES}
         np_step = baselines.numpy_step(w)
         np_params = jax.tree.map(np.asarray, params)
         Xn, yn = np.asarray(X), np.asarray(y)

@@ -39,6 +39,12 @@ class Mismatch(NamedTuple):
 def tree_mismatch(got, expected, dtypes=False) -> "Mismatch | None":
     """How `got` differs from `expected`: structure first, then each leaf's shape (and, with
     `dtypes`, its dtype); None if it does not. Looks at no values, so it is free under `jit`."""
+    got_leaves, got_def = jax.tree.flatten(got)
+    expected_leaves, expected_def = jax.tree.flatten(expected)
+    if got_def == expected_def and all(  # the common case, fast: nothing differs
+            np.shape(g) == np.shape(e) and (not dtypes or jnp.result_type(g) == jnp.result_type(e))
+            for g, e in zip(got_leaves, expected_leaves)):
+        return None
     detail = structure_mismatch(got, expected)
     if detail:
         return Mismatch(detail)

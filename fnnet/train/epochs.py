@@ -23,7 +23,7 @@ from fnnet import losses as losses_lib
 from fnnet import parallel
 from fnnet._checks import host_values, is_int
 from fnnet.network import Network
-from fnnet.train.step import check_opt_state, check_optimizer, evaluate_metrics, metric_names, update_fn
+from fnnet.train.step import batch_metrics, check_opt_state, check_optimizer, metric_names, update_fn
 
 BLOCK = 16
 """Epochs between two divergence checks (and history writes) inside the fused loop."""
@@ -165,23 +165,30 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
         carry, key, X, y, validation = parallel.place((carry, key, X, y, validation), parallel.replicated(auto))
     chunks, done = [], 0
     while done < epochs:
-        length = min(log_every, epochs - done)
+        length, first = min(log_every, epochs - done), initial_epoch + done
         run = _program(net, loss, optimizer, grad, names, schedule, length, auto)
-        first = initial_epoch + done
         with jax.set_mesh(auto) if auto is not None else contextlib.nullcontext():
             new, bad, history = run(carry, key, first, X, y, validation)
-        bad, history = jax.device_get((bad, history))  # one transfer
-        if bad >= 0:
-            before = _locate(net, loss, optimizer, grad, schedule, key, (X, y), new, bad,
-                             min(bad + BLOCK, first + length))
-            before.history = _concat([*chunks, {k: v[: before.epoch - first] for k, v in history.items()}])
-            raise before
+            bad, history = jax.device_get((bad, history))
+            history = as_history(history, names, validation)
+            if bad >= 0:
+                error = _locate(net, loss, optimizer, grad, schedule, key, (X, y), new, bad,
+                                min(bad + BLOCK, first + length))
+                error.history = _concat([*chunks, {k: v[: error.epoch - first] for k, v in history.items()}])
+                raise error
         carry, done = new, done + length
         chunks.append(history)
         if callback is not None:
             callback(done, _concat(chunks))
     history = _concat(chunks)
     return (carry.params, carry.opt_state, history) if return_opt_state else (carry.params, history)
+
+
+def columns(names, validation) -> tuple:
+    """The names of the columns of `epochs_fn`'s history: the loss (the guard needs it) and the
+    metrics asked for, then with `validation` the same metrics on it as `val_...`."""
+    tracked = names if "loss" in names else ("loss", *names)
+    return tracked + (tuple(f"val_{k}" for k in names) if validation is not None else ())
 
 
 def epochs_fn(net, loss, optimizer, grad, names, schedule: Schedule, n_epochs, mesh=None):
@@ -191,12 +198,13 @@ def epochs_fn(net, loss, optimizer, grad, names, schedule: Schedule, n_epochs, m
     `carry.opt_state=None` starts from `optimizer.init(params)`; floating data is cast
     to the params' dtype. `bad` is the first epoch of the first block that became
     non-finite (−1 if none); that block and all after it are undone, so `carry` is
-    the state at its start. `history` maps each metric (and `val_` metric with
-    `val`) to its `(n_epochs,)` per-epoch means. With a `mesh`, each minibatch is
-    split along its "data" axis.
+    the state at its start. `history` is `(n_epochs, len(columns(names, val)))`: each
+    epoch's means of the metrics over its steps (and on `val`), one row per epoch, so
+    that the loop writes one array per epoch. With a `mesh`, each minibatch is split
+    along its "data" axis.
     """
-    tracked = names if "loss" in names else ("loss", *names)  # the guard needs the loss
-    update = update_fn(net, loss, optimizer, grad, tracked)
+    tracked = columns(names, None)
+    update = update_fn(net, loss, optimizer, grad, tracked, vector=True)
 
     def run(carry, key, first_epoch, X, y, val):
         X, y, val = cast_floating((X, y, val), jax.tree.leaves(carry.params)[0].dtype)
@@ -206,27 +214,23 @@ def epochs_fn(net, loss, optimizer, grad, names, schedule: Schedule, n_epochs, m
         def step(carry, batch):
             if mesh is not None:
                 batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(mesh))
-            params, opt_state, m = update(*carry, *batch)
-            return Carry(params, opt_state), m
-
-        columns = {}  # metric name -> dtype, in the order of the history's columns (set when traced)
+            params, opt_state, means = update(*carry, *batch)
+            return Carry(params, opt_state), means
 
         def epoch(carry, e):
             # one step per epoch (full batch): unrolled, no inner loop at all
-            carry, ms = jax.lax.scan(step, carry, schedule.batches(key, e, (X, y)),
-                                     unroll=schedule.steps == 1)
-            metrics = jax.tree.map(jnp.mean, ms)
+            carry, means = jax.lax.scan(step, carry, schedule.batches(key, e, (X, y)),
+                                        unroll=schedule.steps == 1)
+            row = means.mean(axis=0)
             if val is not None:
-                metrics |= {f"val_{k}": v for k, v in evaluate_metrics(net, loss, carry.params, *val,
-                                                                       names).items()}
-            columns.update((k, v.dtype) for k, v in metrics.items())
-            return carry, jnp.stack(list(metrics.values()))  # one history write per epoch, not per metric
+                row = jnp.concatenate([row, batch_metrics(loss, names, net.apply(carry.params, val[0]), val[1])])
+            return carry, row
 
         def block(state, es):
             """The epochs `es`, then one check: if anything became non-finite, undo the block."""
             carry, bad = state
             new, history = jax.lax.scan(epoch, carry, es)
-            ok = _all_finite((new, history[:, list(columns).index("loss")])) & (bad < 0)
+            ok = _all_finite((new, history[:, tracked.index("loss")])) & (bad < 0)
             carry = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry)
             return (carry, jnp.where(ok | (bad >= 0), bad, es[0])), history
 
@@ -239,11 +243,16 @@ def epochs_fn(net, loss, optimizer, grad, names, schedule: Schedule, n_epochs, m
         if full < n_epochs:
             state, history = block(state, es[full:])
             parts.append(history)
-        history = jnp.concatenate(parts)
-        return *state, {k: history[:, i].astype(dtype) for i, (k, dtype) in enumerate(columns.items())
-                        if k in names or k.startswith("val_")}
+        return *state, jnp.concatenate(parts)
 
     return run
+
+
+def as_history(matrix, names, validation) -> dict:
+    """The history dict of `names` (and `val_` names) from `epochs_fn`'s history matrix
+    `(..., epochs, columns)` on the host: numpy views, one per column."""
+    return {k: matrix[..., i] for i, k in enumerate(columns(names, validation))
+            if k in names or k.startswith("val_")}
 
 
 def _all_finite(tree):
@@ -350,4 +359,6 @@ def cast_floating(tree, dtype):
 
 
 def _concat(chunks):
+    if len(chunks) == 1:
+        return chunks[0]
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}

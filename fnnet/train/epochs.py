@@ -13,6 +13,7 @@ last finite parameters.
 import contextlib
 import functools
 import warnings
+import weakref
 from typing import Any, NamedTuple
 
 import jax
@@ -335,19 +336,27 @@ def _unused_key():
     return jax.random.key(0)
 
 
+_finite = weakref.WeakValueDictionary()  # id -> JAX array already found finite (they are immutable)
+
+
 def check_finite(name, arrays):
-    """ValueError naming the first non-finite row of concrete floating arrays (X, y)."""
+    """ValueError naming the first non-finite row of concrete floating arrays (X, y). A JAX
+    array cannot change, so one found finite is not read again while it lives (a loop of
+    `fit` calls on the same data pays for the check once)."""
     if arrays is None:
         return
     for which, a in zip(("X", "y"), arrays):
         dtype = a.dtype if hasattr(a, "dtype") else np.result_type(a)
-        if isinstance(a, jax.core.Tracer) or not jnp.issubdtype(dtype, jnp.floating):
+        if (isinstance(a, jax.core.Tracer) or not jnp.issubdtype(dtype, jnp.floating)
+                or _finite.get(id(a)) is a):
             continue
-        a = host_values(a)
-        if not np.isfinite(a).all():
-            row = int(np.argwhere(~np.isfinite(a))[0][0])
+        values = host_values(a)
+        if not np.isfinite(values).all():
+            row = int(np.argwhere(~np.isfinite(values))[0][0])
             raise ValueError(f"fit: {name} {which} has non-finite values (first in row {row}: "
-                             f"{a[row].tolist()[:8]}); clean or impute them before training")
+                             f"{values[row].tolist()[:8]}); clean or impute them before training")
+        if isinstance(a, jax.Array):
+            _finite[id(a)] = a
 
 
 def cast_floating(tree, dtype):

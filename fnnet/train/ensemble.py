@@ -9,8 +9,8 @@ import optax
 
 from fnnet import losses as losses_lib
 from fnnet.network import Network
-from fnnet.train.epochs import (BLOCK, Carry, _locate, _unused_key, as_history, cast_floating, check_schedule,
-                                epochs_fn, warn_if_recompiled)
+from fnnet.train.epochs import (BLOCK, Carry, as_history, cast_floating, check_schedule, epochs_fn,
+                                locate_divergence, unused_key, warn_if_recompiled)
 from fnnet.train.step import check_optimizer, metric_names
 
 
@@ -58,15 +58,15 @@ def fit_ensemble(net: Network, keys, data, loss, optimizer, *, epochs: int, batc
                              f"({len(keys)},), one per key")
     data = cast_floating((X, y), dtype)
     validation = cast_floating(validation, dtype)
-    key = _unused_key() if key is None else key
+    key = unused_key() if key is None else key
     run = _program(net, loss, opt, grad, names, schedule, epochs, jnp.dtype(dtype), rates is not None)
     carry, start, history = run(keys, rates, key, *data, validation)
     start, history = jax.device_get((start, history))
     history = as_history(history, names, validation)
     diverged_at = np.full(len(start), -1)
     for i in np.flatnonzero(start >= 0):  # rare: name the exact step, as fit does
-        error = _locate(net, loss, opt, grad, schedule, key, data, jax.tree.map(lambda a: a[i], carry),
-                        int(start[i]), min(int(start[i]) + BLOCK, epochs))
+        error = locate_divergence(net, loss, opt, grad, schedule, key, data, jax.tree.map(lambda a: a[i], carry),
+                                  int(start[i]), min(int(start[i]) + BLOCK, epochs))
         diverged_at[i] = error.epoch * schedule.steps + error.step
         carry = jax.tree.map(lambda a, b: a.at[i].set(b), carry, Carry(error.params, error.opt_state))
     return carry.params, history | {"diverged_at": diverged_at}

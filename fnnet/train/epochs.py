@@ -161,7 +161,7 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     elif log_every < epochs:  # every chunk then passes a state, and runs the same program
         opt_state = _init(optimizer)(params)
 
-    carry, key = Carry(params, opt_state), _unused_key() if key is None else key
+    carry, key = Carry(params, opt_state), unused_key() if key is None else key
     if auto is not None:
         carry, key, X, y, validation = parallel.place((carry, key, X, y, validation), parallel.replicated(auto))
     chunks, done = [], 0
@@ -173,8 +173,8 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
             bad, history = jax.device_get((bad, history))
             history = as_history(history, names, validation)
             if bad >= 0:
-                error = _locate(net, loss, optimizer, grad, schedule, key, (X, y), new, bad,
-                                min(bad + BLOCK, first + length))
+                error = locate_divergence(net, loss, optimizer, grad, schedule, key, (X, y), new, bad,
+                                          min(bad + BLOCK, first + length))
                 error.history = _concat([*chunks, {k: v[: error.epoch - first] for k, v in history.items()}])
                 raise error
         carry, done = new, done + length
@@ -297,7 +297,7 @@ def _step(net, loss, optimizer, grad):
     return jax.jit(update_fn(net, loss, optimizer, grad, ("loss",)))
 
 
-def _locate(net, loss, optimizer, grad, schedule, key, data, carry, start, stop) -> DivergenceError:
+def locate_divergence(net, loss, optimizer, grad, schedule, key, data, carry, start, stop) -> DivergenceError:
     """The `DivergenceError` of the epochs `[start, stop)`, a block that failed its check: re-run
     step by step from `carry`, its state at `start`, to the first non-finite step. (Its
     `history` is left for the caller to fill in.)"""
@@ -331,7 +331,7 @@ def check_schedule(where, n, epochs, batch_size, key) -> Schedule:
 
 
 @functools.cache
-def _unused_key():
+def unused_key():
     """The key passed where no shuffling happens (created once, on first use)."""
     return jax.random.key(0)
 

@@ -4,6 +4,7 @@ from fnnet import activations, datasets, initializers, layers, losses, parallel,
 from fnnet.backprop import backprop
 from fnnet.checkpoint import Checkpoint, load, save
 from fnnet.gradcheck import GradCheckReport, check_grads
+from fnnet.inference import evaluate, predict
 from fnnet.layers import Activation, Dense
 from fnnet.network import Network, mlp
 from fnnet.train import DivergenceError, RecompileWarning, fit, fit_ensemble, per_example_grads, train_step
@@ -20,6 +21,7 @@ __all__ = [
     "backprop",
     "check_grads",
     "datasets",
+    "evaluate",
     "fit",
     "fit_ensemble",
     "initializers",
@@ -29,6 +31,7 @@ __all__ = [
     "mlp",
     "parallel",
     "per_example_grads",
+    "predict",
     "save",
     "testing",
     "train_step",

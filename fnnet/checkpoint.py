@@ -54,21 +54,21 @@ def save(path, params, opt_state=None, *, net: "Network | None" = None, metadata
     """Write a checkpoint to `path` atomically (see the module docstring).
 
     Args:
-      path: file to (over)write; its directory must exist.
+      path: file to (over)write; missing directories are created. The file gets the
+        permissions the umask gives a new file (0644 under the usual 022).
       params: parameter tree of lists, tuples and dicts with str keys, leaves arrays.
       opt_state: optional optax state (restored by `load(..., optimizer=...)`).
       net: optional network, stored as a description so `load` can rebuild it.
-      metadata: optional JSON-serialisable dict (epoch, metrics, ...).
+      metadata: optional dict of JSON values (epoch, metrics, ...), numpy scalars
+        (saved as Python numbers) and arrays, JAX or numpy (saved as arrays, bit-exact,
+        and loaded as JAX arrays), nested in dicts and lists.
     """
     if net is not None:
         net.check_params(params)
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"save: metadata must be a dict, got {type(metadata).__name__}")
-    try:
-        metadata_json = json.loads(json.dumps(metadata or {}))
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"save: metadata must be JSON-serialisable: {e}") from None
-    arrays, manifest = {}, {"format": FORMAT, "version": VERSION, "metadata": metadata_json}
+    arrays = {}
+    manifest = {"format": FORMAT, "version": VERSION, "metadata": _metadata_to_json(metadata or {}, arrays)}
     manifest["params"] = _encode_tree(params, arrays, "params")
     manifest["params_structure"] = _structure(params, "params")
     if opt_state is not None:
@@ -77,8 +77,12 @@ def save(path, params, opt_state=None, *, net: "Network | None" = None, metadata
         manifest["net"] = network_to_json(net)
 
     directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fnnet-", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as archive:
                 archive.writestr("manifest.json", json.dumps(manifest, indent=1))
@@ -140,7 +144,42 @@ def load(path, *, net: "Network | None" = None, optimizer=None) -> Checkpoint:
     if "opt_state" in manifest and optimizer is not None:
         opt_state = _restore_opt_state(manifest["opt_state"], leaves, optimizer, params, path)
     return Checkpoint(params, opt_state, saved_net if saved_net is not None else net,
-                      manifest.get("metadata", {}))
+                      _metadata_from_json(manifest.get("metadata", {}), leaves, path))
+
+
+_ARRAY = "__fnnet_array__"
+"""The key that marks an array in the metadata's JSON: its value is the array's manifest entry."""
+
+
+def _metadata_to_json(value, arrays, where="metadata"):
+    """`value` as JSON: arrays (JAX or numpy) stored in `arrays` like params leaves and marked,
+    numpy scalars as Python numbers; anything else JSON cannot hold is a TypeError."""
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"save: metadata must be JSON-serialisable: {where} has non-str keys")
+        return {k: _metadata_to_json(v, arrays, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_metadata_to_json(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.generic) and not isinstance(value, np.void):
+        return value.item()
+    if isinstance(value, (jax.Array, np.ndarray)):
+        if value.dtype == object:
+            raise TypeError(f"save: metadata must be JSON-serialisable: {where} is an object array")
+        return {_ARRAY: _encode_tree(value, arrays, f"metadata/{len(arrays)}")[0]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"save: metadata must be JSON-serialisable: {where} is a {type(value).__name__} "
+                    f"({value!r:.80}); use numbers, strings, lists, dicts and arrays")
+
+
+def _metadata_from_json(value, arrays, path):
+    if isinstance(value, dict) and set(value) == {_ARRAY}:
+        return _decode_leaves([value[_ARRAY]], arrays, path)[0]
+    if isinstance(value, dict):
+        return {k: _metadata_from_json(v, arrays, path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_metadata_from_json(v, arrays, path) for v in value]
+    return value
 
 
 def _read_array(archive, name):

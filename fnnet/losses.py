@@ -49,8 +49,12 @@ class Loss:
         training reports no accuracy).
       targets_fn: `targets_fn(key, out_shape, dtype) -> y`: random valid targets
         for outputs of `out_shape` (gradient checks, tests); N(0, 1) by default.
-      labels_fn: `labels_fn(labels, n_classes) -> y`: targets from integer class
-        labels `(n,)` (data sets, the CLI); one-hot floats by default.
+      from_labels_fn: `from_labels_fn(labels, n_classes) -> y`: targets from integer
+        class labels `(n,)` (data sets, the CLI); one-hot floats by default.
+      probabilities_fn: `probabilities_fn(out) -> p`, the output as probabilities
+        (sigmoid, softmax), for `fnnet.predict`; None for a regression loss.
+      predict_labels_fn: `predict_labels_fn(out) -> labels`: the predicted integer
+        labels, `(batch,)` for one label per example; None for a regression loss.
     """
 
     name: str
@@ -59,7 +63,9 @@ class Loss:
     integer_labels: bool = False
     accuracy_fn: "Callable | None" = None
     targets_fn: Callable = field(default=lambda key, shape, dtype: jax.random.normal(key, shape, dtype))
-    labels_fn: Callable = field(default=lambda labels, n_classes: jax.nn.one_hot(labels, n_classes))
+    from_labels_fn: Callable = field(default=lambda labels, n_classes: jax.nn.one_hot(labels, n_classes))
+    probabilities_fn: "Callable | None" = None
+    predict_labels_fn: "Callable | None" = None
 
     def accuracy(self, out, y):
         """Each example's fraction of correct outputs, `(batch,)`; None if not a classifier."""
@@ -71,7 +77,7 @@ class Loss:
 
     def from_labels(self, labels, n_classes: int):
         """Targets of this loss for integer class labels `(n,)` in `[0, n_classes)`."""
-        return self.labels_fn(jnp.asarray(labels), n_classes)
+        return self.from_labels_fn(jnp.asarray(labels), n_classes)
 
     def __call__(self, out, y):
         """Per-example losses ℓ of shape `(batch,)` for `out` `(batch, *out_shape)`."""
@@ -202,6 +208,12 @@ def _label_accuracy(z, labels):
     return _per_example_mean(jnp.argmax(z, axis=-1) == labels)
 
 
+def _binary_predictions(z):
+    """0/1 labels where the logit is positive; `(batch,)` for a single output."""
+    labels = (z > 0).astype(jnp.int32)
+    return labels[..., 0] if z.shape[-1] == 1 else labels
+
+
 def _binary_labels(labels, n_classes):
     if n_classes != 2:
         raise ValueError(f"sigmoid_binary_cross_entropy needs 2 classes; this dataset has {n_classes}")
@@ -210,17 +222,20 @@ def _binary_labels(labels, n_classes):
 
 sigmoid_binary_cross_entropy = Loss(
     "sigmoid_binary_cross_entropy", _sigmoid_bce, _sigmoid_bce_delta, accuracy_fn=_binary_accuracy,
-    targets_fn=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype), labels_fn=_binary_labels,
+    targets_fn=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype), from_labels_fn=_binary_labels,
+    probabilities_fn=jax.nn.sigmoid, predict_labels_fn=_binary_predictions,
 )
 softmax_cross_entropy = Loss(
     "softmax_cross_entropy", _softmax_ce, _softmax_ce_delta, accuracy_fn=_one_hot_accuracy,
     targets_fn=lambda key, shape, dtype: jax.nn.softmax(jax.random.normal(key, shape, dtype)),
+    probabilities_fn=jax.nn.softmax, predict_labels_fn=lambda z: jnp.argmax(z, axis=-1),
 )
 softmax_cross_entropy_with_integer_labels = Loss(
     "softmax_cross_entropy_with_integer_labels", _softmax_ce_int, _softmax_ce_int_delta, True,
     accuracy_fn=_label_accuracy,
     targets_fn=lambda key, shape, dtype: jax.random.randint(key, shape[:-1], 0, shape[-1]),
-    labels_fn=lambda labels, n_classes: labels,
+    from_labels_fn=lambda labels, n_classes: labels,
+    probabilities_fn=jax.nn.softmax, predict_labels_fn=lambda z: jnp.argmax(z, axis=-1),
 )
 mean_squared_error = Loss("mean_squared_error", _mse, _mse_delta)
 

@@ -287,3 +287,32 @@ def test_sigkill_during_saves_leaves_an_intact_checkpoint(tmp_path):
         assert step in (1, 2) and bool((loaded["w"] == step).all()), f"trial {trial}"
     leftovers = [name for name in os.listdir(tmp_path) if name != "ckpt"]
     assert all(name.startswith(".fnnet-") for name in leftovers)  # only temporaries of killed writes
+
+
+def test_metadata_holds_arrays_and_numpy_scalars(tmp_path):
+    stats = {"mean": jnp.arange(3.0), "std": np.array([1.0, 2.0], np.float32),
+             "n": np.int64(7), "lr": np.float32(0.5), "labels": ["cat", "dog"],
+             "nested": [{"half": jnp.ones((2, 2), jnp.bfloat16)}], "key": jax.random.key(3)}
+    fnnet.save(tmp_path / "c", [jnp.ones(2)], metadata={"stats": stats, "epoch": 3})
+    meta = fnnet.load(tmp_path / "c").metadata
+    got = meta["stats"]
+    assert meta["epoch"] == 3 and got["n"] == 7 and type(got["n"]) is int and got["lr"] == 0.5
+    assert got["labels"] == ["cat", "dog"]
+    for name in ("mean", "std"):
+        assert got[name].dtype == stats[name].dtype and np.array_equal(got[name], stats[name])
+    assert got["nested"][0]["half"].dtype == jnp.bfloat16
+    assert np.array_equal(jax.random.key_data(got["key"]), jax.random.key_data(stats["key"]))
+    with pytest.raises(TypeError, match=r"metadata\['stats'\]\['f'\] is a builtin_function_or_method"):
+        fnnet.save(tmp_path / "d", [jnp.ones(2)], metadata={"stats": {"f": len}})
+    assert not (tmp_path / "d").exists()
+
+
+def test_save_creates_its_directory_and_keeps_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        fnnet.save(tmp_path / "run" / "deeper" / "latest.fnnet", [jnp.ones(2)])
+    finally:
+        os.umask(old)
+    path = tmp_path / "run" / "deeper" / "latest.fnnet"
+    assert fnnet.load(path).params[0].tolist() == [1.0, 1.0]
+    assert path.stat().st_mode & 0o777 == 0o640  # 0666 less the umask, not mkstemp's 0600

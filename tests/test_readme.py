@@ -91,3 +91,12 @@ def test_every_documented_error_is_what_fnnet_raises(tmp_path):
         pattern = ".*".join(re.escape(part) for part in message.split("..."))
         with pytest.raises((ValueError, TypeError, AssertionError, FloatingPointError), match=pattern):
             call()
+
+
+def test_predict_and_evaluate_snippet_runs_and_learns_xor():
+    code = re.search(r"## Predicting and evaluating\n\n```python\n(.*?)```", README, re.S).group(1)
+    scope = {}
+    exec(code, scope)
+    fnnet, net, params, X, y = (scope[k] for k in ("fnnet", "net", "params", "X", "y"))
+    assert fnnet.evaluate(net, params, (X, y), "bce")["accuracy"] == 1.0
+    assert fnnet.predict(net, params, X, loss="bce", output="labels").tolist() == [0, 1, 1, 0]

@@ -1,0 +1,108 @@
+"""Using a trained network: `predict` its outputs and `evaluate` the loss's metrics on a data set.
+
+Both work through the data in batches of `batch_size` examples, so a large data set
+never needs one huge forward pass, and both compile once per batch size: the last,
+shorter batch is padded to the same shape (and, in `evaluate`, masked, so no
+example is dropped and none is counted twice).
+
+    probabilities = fnnet.predict(net, params, X, loss="bce", output="probabilities")
+    fnnet.evaluate(net, params, (X, y), "bce")      # {"loss": 0.08, "accuracy": 0.97}
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet import losses as losses_lib
+from fnnet._checks import host_values, is_int
+from fnnet.network import Network
+from fnnet.train.step import metric_names
+
+OUTPUTS = ("logits", "probabilities", "labels")
+
+
+def predict(net: Network, params, X, *, loss=None, output="logits", batch_size=1024) -> np.ndarray:
+    """The network's predictions for every row of X, as a numpy array.
+
+    Args:
+      net, params: the network and its (trained) parameters.
+      X: inputs `(n, *net.in_shape)`.
+      loss: the loss it was trained with (a `Loss` or its name): it says what the
+        outputs mean. Needed for `"probabilities"` and `"labels"`.
+      output: `"logits"` — `net.apply` itself, `(n, *out_shape)`; `"probabilities"`
+        — `loss.probabilities` of them (sigmoid for binary cross-entropy, softmax for
+        the softmax losses), `(n, *out_shape)`; `"labels"` — the predicted integer
+        class labels, `(n,)` (`(n, k)` for k independent binary outputs).
+      batch_size: rows per compiled forward pass.
+    """
+    loss = None if loss is None else losses_lib.get(loss)
+    if output not in OUTPUTS:
+        raise ValueError(f"predict: output must be one of {OUTPUTS}, got {output!r}")
+    if output != "logits":
+        fn = None if loss is None else (loss.probabilities_fn if output == "probabilities"
+                                        else loss.predict_labels_fn)
+        if fn is None:
+            raise ValueError(
+                f"predict: output={output!r} needs a classification loss that says what the outputs "
+                f"mean (loss='bce' or a softmax loss); got loss={loss!r}: use output='logits'")
+    net.check(params, X)
+    run = _forward(net, loss, output)
+    return np.concatenate([np.asarray(run(params, Xb))[:rows]
+                           for Xb, _, rows in _batches(X, None, batch_size, "predict")])
+
+
+def evaluate(net: Network, params, data, loss, *, batch_size=1024, metrics=None) -> dict:
+    """The loss's metrics on a whole data set: `{"loss": L, "accuracy": a}` as Python floats.
+
+    Each is the mean over all n examples of the per-example values, exactly as on one
+    batch of all of them (`fnnet.train.metrics`), computed `batch_size` rows at a time.
+
+    Args:
+      net, params: the network and its parameters.
+      data: `(X, y)` with X `(n, *net.in_shape)` and y fitting `loss`.
+      loss: a `Loss` or its name.
+      batch_size: rows per compiled forward pass.
+      metrics: names, from "loss" and (for classification losses) "accuracy";
+        default: all of them.
+    """
+    loss = losses_lib.get(loss)
+    names = metric_names("evaluate", loss, metrics)
+    X, y = data
+    net.check(params, X, y, loss)
+    run = _sums(net, loss, names)
+    total = sum(np.asarray(run(params, Xb, yb, jnp.arange(len(Xb)) < rows), np.float64)
+                for Xb, yb, rows in _batches(X, y, batch_size, "evaluate"))
+    return {name: float(value) / len(X) for name, value in zip(names, total)}
+
+
+def _batches(X, y, batch_size, where):
+    """`(X_batch, y_batch, rows)`, each batch of `min(batch_size, n)` rows, the last padded
+    with copies of row 0 (valid inputs and targets); `rows` of it are real."""
+    if not is_int(batch_size, 1):
+        raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
+    X, y = host_values(X), None if y is None else host_values(y)  # sliced on the host: no compile per n
+    n = len(X)
+    size = min(batch_size, n)
+    for start in range(0, n, size):
+        rows = min(size, n - start)
+        pick = np.concatenate([np.arange(start, start + rows), np.zeros(size - rows, int)])
+        yield X[pick], None if y is None else y[pick], rows
+
+
+@functools.lru_cache(maxsize=64)
+def _forward(net, loss, output):
+    transform = {"logits": lambda z: z, "probabilities": lambda z: loss.probabilities_fn(z),
+                 "labels": lambda z: loss.predict_labels_fn(z)}[output]
+    return jax.jit(lambda params, X: transform(net.apply(params, X)))
+
+
+@functools.lru_cache(maxsize=64)
+def _sums(net, loss, names):
+    """`(params, X, y, mask) -> (len(names),)` sums of the per-example metrics where `mask`."""
+    def sums(params, X, y, mask):
+        out = net.apply(params, X)
+        per_example = {"loss": loss, "accuracy": loss.accuracy}
+        return jnp.stack([jnp.where(mask, per_example[name](out, y), 0).sum() for name in names])
+    return jax.jit(sums)

@@ -59,6 +59,12 @@ def tree_mismatch(got, expected, dtypes=False) -> "Mismatch | None":
     return None
 
 
+def as_array(x):
+    """`x` itself if it is an array (JAX, numpy, or a tracer), else `np.asarray(x)`: Python lists
+    and scalars as data are converted, as `jnp.asarray` would."""
+    return x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
+
+
 def is_int(n, minimum=None) -> bool:
     """`n` is a Python int (not a bool), and ≥ `minimum` if given."""
     return isinstance(n, int) and not isinstance(n, bool) and (minimum is None or n >= minimum)

@@ -5,6 +5,7 @@ import functools
 import jax
 
 from fnnet import losses as losses_lib
+from fnnet._checks import as_array
 
 
 def backprop(net, params, X, y, loss):
@@ -43,6 +44,7 @@ def backprop(net, params, X, y, loss):
     [{'W': (2, 4), 'b': (4,)}, {'W': (4, 1), 'b': (1,)}]
     """
     loss = losses_lib.get(loss)
+    X, y = as_array(X), as_array(y)
     net.check(params, X, y, loss)
     return _backprop(net, loss, params, X, y)
 

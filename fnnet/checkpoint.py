@@ -230,6 +230,9 @@ def _structure(tree, where):
         if not all(isinstance(k, str) for k in tree):
             raise TypeError(f"save: {where} has non-str dict keys; checkpoints store str keys only")
         return {"dict": {k: _structure(v, f"{where}[{k!r}]") for k, v in sorted(tree.items())}}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        raise TypeError(f"save: {where} is a {type(tree).__name__}, optimizer state rather than parameters; "
+                        f"the order is save(path, params, opt_state) (were the two swapped?)")
     if isinstance(tree, (list, tuple)):
         return {type(tree).__name__: [_structure(v, f"{where}[{i}]") for i, v in enumerate(tree)]}
     if tree is None:

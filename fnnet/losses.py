@@ -55,6 +55,8 @@ class Loss:
         (sigmoid, softmax), for `fnnet.predict`; None for a regression loss.
       predict_labels_fn: `predict_labels_fn(out) -> labels`: the predicted integer
         labels, `(batch,)` for one label per example; None for a regression loss.
+      target_range: `(lo, hi)` that every target must lie in, checked where the
+        values are known (not inside `jit`); None: any value.
     """
 
     name: str
@@ -66,6 +68,7 @@ class Loss:
     from_labels_fn: Callable = field(default=lambda labels, n_classes: jax.nn.one_hot(labels, n_classes))
     probabilities_fn: "Callable | None" = None
     predict_labels_fn: "Callable | None" = None
+    target_range: "tuple[float, float] | None" = None
 
     def accuracy(self, out, y):
         """Each example's fraction of correct outputs, `(batch,)`; None if not a classifier."""
@@ -125,6 +128,15 @@ class Loss:
                         f"{self.name}: labels range over [{lo}, {hi}] but the output has "
                         f"{out_shape[-1]} classes; expected labels in [0, {out_shape[-1] - 1}]"
                     )
+        elif y_shape == out_shape and self.target_range is not None and not isinstance(y, jax.core.Tracer) \
+                and y.size:
+            lo, hi = self.target_range
+            targets = host_values(y)
+            if targets.min() < lo or targets.max() > hi:
+                raise ValueError(
+                    f"{self.name}: targets range over [{targets.min():g}, {targets.max():g}]; expected "
+                    f"targets in [{lo:g}, {hi:g}]"
+                )
         elif y_shape != out_shape:
             hint = ""
             if y_shape == out_shape[:-1] and out_shape[-1] == 1:
@@ -223,7 +235,7 @@ def _binary_labels(labels, n_classes):
 sigmoid_binary_cross_entropy = Loss(
     "sigmoid_binary_cross_entropy", _sigmoid_bce, _sigmoid_bce_delta, accuracy_fn=_binary_accuracy,
     targets_fn=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype), from_labels_fn=_binary_labels,
-    probabilities_fn=jax.nn.sigmoid, predict_labels_fn=_binary_predictions,
+    probabilities_fn=jax.nn.sigmoid, predict_labels_fn=_binary_predictions, target_range=(0.0, 1.0),
 )
 softmax_cross_entropy = Loss(
     "softmax_cross_entropy", _softmax_ce, _softmax_ce_delta, accuracy_fn=_one_hot_accuracy,

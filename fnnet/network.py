@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet import activations
-from fnnet._checks import check_key, is_int, tree_mismatch
+from fnnet._checks import as_array, check_key, is_int, tree_mismatch
 from fnnet.layers import Dense, Layer
 
 
@@ -45,6 +45,12 @@ class Network:
     def init(self, key, dtype=jnp.float32) -> list:
         """Fresh parameters from `key` (a `jax.random.key`), leaves of `dtype`."""
         check_key("Network.init", key)
+        if jnp.dtype(dtype).itemsize == 8 and not jax.config.jax_enable_x64:
+            raise ValueError(
+                f"Network.init: dtype={jnp.dtype(dtype).name} needs JAX's 64-bit mode, which is off (JAX "
+                f"would make float32 instead); turn it on first with jax.config.update('jax_enable_x64', "
+                f"True), or work inside `with jax.enable_x64():`"
+            )
         return _init_layers(self, key, dtype)[0]
 
     @functools.cached_property
@@ -67,6 +73,7 @@ class Network:
 
     def forward(self, params, x):
         """Output `(batch, *out_shape)` and one cache per layer, for backward."""
+        x = as_array(x)
         self.check(params, x)
         caches = []
         for layer, p in zip(self.layers, params):

@@ -427,7 +427,7 @@ def test_hashable_and_printed_by_name():
     assert len({*L.ALL, L.get("bce"), L.get("mse")}) == len(L.ALL)
     same = Loss(BCE.name, BCE.fn, BCE.delta_fn, accuracy_fn=BCE.accuracy_fn, targets_fn=BCE.targets_fn,
                 from_labels_fn=BCE.from_labels_fn, probabilities_fn=BCE.probabilities_fn,
-                predict_labels_fn=BCE.predict_labels_fn)
+                predict_labels_fn=BCE.predict_labels_fn, target_range=BCE.target_range)
     assert same == BCE and hash(same) == hash(BCE)
     assert Loss(BCE.name, BCE.fn, BCE.delta_fn) != BCE  # without its accuracy: another loss
     assert BCE_NO_K != BCE

@@ -416,3 +416,16 @@ def test_per_example_grads_compile_once(compiles):
     assert n() == 0
     single = fnnet.backprop(net, params2, X[5:6], y[5:6], CE)[1]  # new params are used, not baked in
     assert tree_rel_error(jax.tree.map(lambda g: g[5], again), single) <= 1e-6
+
+
+def test_python_lists_as_data_are_converted():
+    net = fnnet.mlp([2, 4, 1], W_init="he_normal")
+    params = net.init(jax.random.key(0), jnp.float32)
+    X, y = [[0, 0], [0, 1], [1, 0], [1, 1]], [[0], [1], [1], [0]]
+    fitted, history = fnnet.fit(net, params, (X, y), BCE, optax.sgd(1.0), epochs=5)
+    same, same_history = fnnet.fit(net, params, (jnp.array(X, jnp.float32), jnp.array(y, jnp.float32)), BCE,
+                                   optax.sgd(1.0), epochs=5)
+    assert tree_rel_error(fitted, same) == 0 and np.array_equal(history["loss"], same_history["loss"])
+    assert net.apply(params, X).shape == (4, 1)
+    assert tree_rel_error(fnnet.backprop(net, params, X, y, BCE)[1],
+                          fnnet.backprop(net, params, jnp.array(X, jnp.float32), jnp.array(y, jnp.float32), BCE)[1]) == 0

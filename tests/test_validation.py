@@ -1,6 +1,9 @@
 """Bad input, across the public API: a clear ValueError/TypeError naming what was wrong, raised
 in Python before any tracing — the list the reliability issue asks to write down."""
 
+import os
+import tempfile
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +20,11 @@ X = jnp.ones((5, 3), jnp.float32)
 LABELS = jnp.array([0, 1, 0, 1, 1])
 CE = "softmax_cross_entropy_with_integer_labels"
 SGD = optax.sgd(0.1)
+
+
+def _without_x64(call):
+    with jax.enable_x64(False):
+        return call()
 
 
 def fit(**overrides):
@@ -58,6 +66,16 @@ BAD_INPUTS = [  # (what, call, error, match)
     ("state of another optimizer", lambda: fit(opt_state=optax.adam(1e-3).init(PARAMS)), ValueError,
      r"opt_state does not match this optimizer"),
     ("log_every 0", lambda: fit(log_every=0), ValueError, r"log_every must be a positive int"),
+    ("BCE targets outside [0, 1]", lambda: fnnet.backprop(fnnet.mlp([3, 1]), fnnet.mlp([3, 1]).init(jax.random.key(0)),
+                                                          X, jnp.full((5, 1), 2.0), "bce"), ValueError,
+     r"sigmoid_binary_cross_entropy: targets range over \[2, 2\]; expected targets in \[0, 1\]"),
+    ("int as fit's key", lambda: fit(batch_size=2, key=0), TypeError,
+     r"fit: expected a JAX random key such as jax.random.key\(0\), got int 0"),
+    ("float64 params without x64", lambda: _without_x64(lambda: NET.init(jax.random.key(0), jnp.float64)),
+     ValueError, r"Network.init: dtype=float64 needs JAX's 64-bit mode, which is off"),
+    ("params and opt_state swapped", lambda: fnnet.save(os.path.join(tempfile.gettempdir(), "never.fnnet"),
+                                                        optax.adam(0.1).init(PARAMS), PARAMS), TypeError,
+     r"save: params\[0\] is a ScaleByAdamState, optimizer state rather than parameters.*swapped"),
     ("negative initial epoch", lambda: fit(initial_epoch=-1), ValueError, r"initial_epoch must be an int ≥ 0"),
     ("unknown grad mode", lambda: fnnet.train_step(NET, CE, SGD, grad="fd"), ValueError, r"unknown grad mode 'fd'"),
     ("not an optimizer", lambda: fnnet.train_step(NET, CE, 0.1), TypeError, r"expected an optax GradientTransformation"),

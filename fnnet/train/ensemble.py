@@ -8,6 +8,7 @@ import numpy as np
 import optax
 
 from fnnet import losses as losses_lib
+from fnnet._checks import as_array
 from fnnet.network import Network
 from fnnet.train.epochs import (BLOCK, Carry, as_history, cast_floating, check_schedule, epochs_fn,
                                 locate_divergence, unused_key, warn_if_recompiled)
@@ -39,7 +40,8 @@ def fit_ensemble(net: Network, keys, data, loss, optimizer, *, epochs: int, batc
     """
     loss = losses_lib.get(loss)
     names = metric_names("fit_ensemble", loss, metrics)
-    X, y = data
+    X, y = map(as_array, data)
+    validation = None if validation is None else tuple(map(as_array, validation))
     net.check_data(X, y, loss)
     if validation is not None:
         net.check_data(*validation, loss)

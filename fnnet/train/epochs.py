@@ -22,7 +22,7 @@ import numpy as np
 
 from fnnet import losses as losses_lib
 from fnnet import parallel
-from fnnet._checks import host_values, is_int
+from fnnet._checks import as_array, check_key, host_values, is_int
 from fnnet.network import Network
 from fnnet.train.step import batch_metrics, check_opt_state, check_optimizer, metric_names, update_fn
 
@@ -141,7 +141,8 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     loss = losses_lib.get(loss)
     check_optimizer(optimizer)
     names = metric_names("fit", loss, metrics)
-    X, y = data
+    X, y = map(as_array, data)
+    validation = None if validation is None else tuple(map(as_array, validation))
     net.check(params, X, y, loss)
     if validation is not None:
         net.check_data(*validation, loss)
@@ -323,6 +324,8 @@ def check_schedule(where, n, epochs, batch_size, key) -> Schedule:
     if not (is_int(batch_size, 1) and batch_size <= n):
         raise ValueError(f"{where}: batch_size must be an int in [1, {n}] (the number of examples), "
                          f"got {batch_size!r}")
+    if key is not None:
+        check_key(where, key)
     shuffle = batch_size < n
     if shuffle and key is None:
         raise ValueError(f"{where}: batch_size={batch_size} < {n} examples: pass key=jax.random.key(...) "

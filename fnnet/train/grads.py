@@ -6,6 +6,7 @@ from typing import Callable
 import jax
 
 from fnnet import losses as losses_lib
+from fnnet._checks import as_array
 from fnnet.backprop import loss_output_and_grads
 from fnnet.network import Network
 
@@ -57,7 +58,7 @@ def per_example_grads(net: Network, params, X, y, loss, grad="backprop"):
       run when it is traced, as `train_step`'s do (so, as inside any `jit`, an
       out-of-range label gives NaN gradients for its example rather than an error).
     """
-    return _per_example(net, losses_lib.get(loss), grad)(params, X, y)
+    return _per_example(net, losses_lib.get(loss), grad)(params, as_array(X), as_array(y))
 
 
 @functools.lru_cache(maxsize=64)

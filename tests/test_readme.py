@@ -1,5 +1,7 @@
 """The README's promises: its test command is the one CI runs, and its quickstart runs."""
 
+import contextlib
+import io
 import pathlib
 import re
 
@@ -100,3 +102,19 @@ def test_predict_and_evaluate_snippet_runs_and_learns_xor():
     fnnet, net, params, X, y = (scope[k] for k in ("fnnet", "net", "params", "X", "y"))
     assert fnnet.evaluate(net, params, (X, y), "bce")["accuracy"] == 1.0
     assert fnnet.predict(net, params, X, loss="bce", output="labels").tolist() == [0, 1, 1, 0]
+
+
+def test_every_python_block_runs_as_written_in_order(tmp_path, monkeypatch):
+    """The README's Python blocks, top to bottom in one session, as a reader pastes them (shell
+    blocks, which install or span hosts, are not run here)."""
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert len(blocks) >= 7
+    monkeypatch.chdir(tmp_path)  # the Checkpoints block writes run/latest.fnnet
+    scope = {}
+    with jax.enable_x64(False), contextlib.redirect_stdout(io.StringIO()):
+        for i, code in enumerate(blocks):
+            try:
+                exec(code, scope)
+            except Exception as e:
+                raise AssertionError(f"README Python block {i + 1} fails: {type(e).__name__}: {e}\n{code}") from e
+    assert (tmp_path / "run" / "latest.fnnet").exists()

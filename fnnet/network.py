@@ -128,6 +128,19 @@ class Network:
         layers = "".join(f"\n  {layer!r}," for layer in self.layers)
         return f"Network(in_shape={self.in_shape}, layers=({layers}\n))"
 
+    def __str__(self):
+        """A model summary: each layer with its output shape and parameter count (`repr` is
+        the short form that error messages use)."""
+        params, out_shapes = self._shapes
+        counts = [sum(leaf.size for leaf in jax.tree.leaves(p)) for p in params]
+        rows = [("#", "layer", "output shape", "params"), ("", "input", str(self.in_shape), "")]
+        rows += [(str(i), repr(layer), str(shape), f"{count:,}")
+                 for i, (layer, shape, count) in enumerate(zip(self.layers, out_shapes, counts))]
+        widths = [max(len(row[c]) for row in rows) for c in range(4)]
+        lines = [f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}".rstrip()
+                 for r in rows]
+        return "\n".join(lines + [f"{sum(counts):,} parameters"])
+
 
 def _init_layers(net: Network, key, dtype):
     """Params (one entry per layer) and each layer's output shape."""

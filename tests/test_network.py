@@ -97,3 +97,15 @@ def test_apply_names_bad_params_and_inputs():
         net.apply([params[0], {"W": params[1]["W"], "b": jnp.zeros(2)}], jnp.ones((4, 2)))
     with pytest.raises(ValueError, match=r"params do not match the network: the containers differ: got PyTreeDef\(\("):
         net.apply(tuple(params), jnp.ones((4, 2)))
+
+
+def test_str_is_a_model_summary_with_shapes_and_parameter_counts():
+    net = fnnet.Network((6,), (fnnet.Dense(5, "tanh"), fnnet.Activation("relu"), fnnet.Dense(3)))
+    lines = str(net).splitlines()
+    params = net.init(jax.random.key(0))
+    total = sum(leaf.size for leaf in jax.tree.leaves(params))  # 6·5+5 + 5·3+3 = 53
+    assert lines[0].split() == ["#", "layer", "output", "shape", "params"]
+    assert lines[1].split() == ["input", "(6,)"]
+    assert lines[2].split()[-2:] == ["(5,)", "35"] and lines[3].split()[-2:] == ["(5,)", "0"]
+    assert lines[4].split()[-2:] == ["(3,)", "18"] and lines[-1] == f"{total} parameters" == "53 parameters"
+    assert repr(net).startswith("Network(in_shape=(6,), layers=(")  # repr stays the short form

@@ -18,7 +18,7 @@ import numpy as np
 from fnnet import losses as losses_lib
 from fnnet._checks import host_values, is_int
 from fnnet.network import Network
-from fnnet.train.step import metric_names
+from fnnet.train.step import metric_names, per_example_metrics
 
 OUTPUTS = ("logits", "probabilities", "labels")
 
@@ -102,7 +102,5 @@ def _forward(net, loss, output):
 def _sums(net, loss, names):
     """`(params, X, y, mask) -> (len(names),)` sums of the per-example metrics where `mask`."""
     def sums(params, X, y, mask):
-        out = net.apply(params, X)
-        per_example = {"loss": loss, "accuracy": loss.accuracy}
-        return jnp.stack([jnp.where(mask, per_example[name](out, y), 0).sum() for name in names])
+        return jnp.where(mask[:, None], per_example_metrics(loss, names, net.apply(params, X), y), 0).sum(axis=0)
     return jax.jit(sums)

@@ -114,14 +114,19 @@ def metric_names(where, loss, metrics) -> tuple:
     return names
 
 
+def per_example_metrics(loss, names, out, y):
+    """`(batch, len(names))`: each example's value of each named metric, in the output's dtype."""
+    values = {"loss": loss, "accuracy": loss.accuracy}
+    if not names:
+        return jnp.zeros((out.shape[0], 0), out.dtype)
+    return jnp.stack([values[name](out, y).astype(out.dtype) for name in names], axis=-1)
+
+
 def batch_metrics(loss, names, out, y):
     """`(len(names),)`: the batch means of the named per-example metrics of the output `out`,
-    in the output's dtype, in one reduction over the batch (inside a fused loop, one kernel and
-    one write per step, however many metrics)."""
-    per_example = {"loss": loss, "accuracy": loss.accuracy}
-    if not names:
-        return jnp.zeros((0,), out.dtype)
-    return jnp.stack([per_example[name](out, y).astype(out.dtype) for name in names], axis=-1).mean(axis=0)
+    in one reduction over the batch (inside a fused loop, one kernel and one write per step,
+    however many metrics)."""
+    return per_example_metrics(loss, names, out, y).mean(axis=0)
 
 
 def as_dict(names, means) -> dict:

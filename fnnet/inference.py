@@ -40,15 +40,16 @@ def predict(net: Network, params, X, *, loss=None, output="logits", batch_size=1
     loss = None if loss is None else losses_lib.get(loss)
     if output not in OUTPUTS:
         raise ValueError(f"predict: output must be one of {OUTPUTS}, got {output!r}")
+    transform = None  # logits as they are
     if output != "logits":
-        fn = None if loss is None else (loss.probabilities_fn if output == "probabilities"
-                                        else loss.predict_labels_fn)
-        if fn is None:
+        transform = None if loss is None else (loss.probabilities_fn if output == "probabilities"
+                                               else loss.predict_labels_fn)
+        if transform is None:
             raise ValueError(
                 f"predict: output={output!r} needs a classification loss that says what the outputs "
                 f"mean (loss='bce' or a softmax loss); got loss={loss!r}: use output='logits'")
     net.check(params, X)
-    run = _forward(net, loss, output)
+    run = _forward(net, transform)
     return np.concatenate([np.asarray(run(params, Xb))[:rows]
                            for Xb, _, rows in _batches(X, None, batch_size, "predict")])
 
@@ -92,9 +93,10 @@ def _batches(X, y, batch_size, where):
 
 
 @functools.lru_cache(maxsize=64)
-def _forward(net, loss, output):
-    transform = {"logits": lambda z: z, "probabilities": lambda z: loss.probabilities_fn(z),
-                 "labels": lambda z: loss.predict_labels_fn(z)}[output]
+def _forward(net, transform):
+    """`jit` of `transform(net.apply(params, X))` (of the logits alone if `transform` is None)."""
+    if transform is None:
+        return jax.jit(net.apply)
     return jax.jit(lambda params, X: transform(net.apply(params, X)))
 
 

@@ -1,10 +1,12 @@
-"""Datasets for classification: small synthetic ones from a key, two real ones, split and scale.
+"""Datasets: small synthetic ones from a key, two real ones, files; split and scale.
 
 Every dataset is a `Dataset`: features `X` of shape `(n, d)`, float32, and labels
 `y` of shape `(n,)`, int32 class indices in `[0, n_classes)`, binary tasks
 included. (For `sigmoid_binary_cross_entropy` the caller makes targets of shape
 `(n, 1)` with `y[:, None].astype(X.dtype)`; for
-`softmax_cross_entropy_with_integer_labels` `y` is used as it is.)
+`softmax_cross_entropy_with_integer_labels` `y` is used as it is.) A file read
+with `from_file` may instead hold real-valued targets (`task="regression"`: `y`
+float32, `n_classes` None) or, read with `n_features`, no labels (`y` None).
 
 | name | n × d | classes | source |
 |---|---|---|---|
@@ -31,6 +33,7 @@ scales with the training set's statistics only.
 ((160, 2), (40, 2), (1, 2))
 """
 
+import csv
 import functools
 import inspect
 import math
@@ -47,48 +50,113 @@ INSTALL_HINT = "pip install 'fnnet[data]'"
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Features and integer class labels of a classification task.
+    """Features and labels of a classification or regression task, or features alone.
 
     Attributes:
       X: features, `(n, d)` float32.
-      y: class indices, `(n,)` int32, each in `[0, n_classes)`.
-      name: the name `load` knows it by.
-      n_classes: number of classes (2 for the binary tasks).
+      y: classification: class indices, `(n,)` int32, each in `[0, n_classes)`;
+        regression: real-valued targets, `(n,)` float32, all finite;
+        unlabelled (new data to predict on): None.
+      name: the name `load` knows it by (for a file, its path).
+      n_classes: classification: number of classes, an int ≥ 1 (2 for the binary
+        tasks); regression and unlabelled: None.
+      classes: None, the class indices being the names; or, for classification, a
+        tuple of `n_classes` distinct str, `classes[i]` the name of index i (as a
+        file wrote it).
+      features: None, or a tuple of d str, the names of the columns of X.
 
     Compared by identity (`eq=False`): the fields hold arrays.
     """
 
     X: jax.Array
-    y: jax.Array
+    y: "jax.Array | None"
     name: str
-    n_classes: int
+    n_classes: "int | None"
+    classes: "tuple[str, ...] | None" = None
+    features: "tuple[str, ...] | None" = None
 
     def __post_init__(self):
-        X_shape, y_shape = jnp.shape(self.X), jnp.shape(self.y)
-        if len(X_shape) != 2 or y_shape != X_shape[:1]:
+        where = f"Dataset {self.name!r}"
+        X_shape, y_shape = jnp.shape(self.X), None if self.y is None else jnp.shape(self.y)
+        if len(X_shape) != 2 or y_shape not in (None, X_shape[:1]):
+            if y_shape is None:
+                raise ValueError(f"{where}: X has shape {X_shape}; expected X of shape (n, d)")
             raise ValueError(
-                f"Dataset {self.name!r}: X has shape {X_shape} and y has shape {y_shape}; "
+                f"{where}: X has shape {X_shape} and y has shape {y_shape}; "
                 f"expected X of shape (n, d) and y of shape (n,), one label per row of X"
             )
+        if self.y is None:
+            self._check_unlabelled(where)
+        elif self.n_classes is None:
+            self._check_regression(where)
+        else:
+            self._check_classification(where)
+        d = X_shape[1]
+        if self.features is not None and not _is_names(self.features, d):
+            raise ValueError(f"{where}: features={self.features!r}; expected None or a tuple of {d} "
+                             f"str, one name per column of X")
+
+    def _check_unlabelled(self, where):
+        if self.n_classes is not None or self.classes is not None:
+            raise ValueError(f"{where}: y is None (no labels) but n_classes={self.n_classes!r} and "
+                             f"classes={self.classes!r}; expected both None for unlabelled data")
+        if self.X.dtype != jnp.float32:
+            raise TypeError(f"{where}: X is {self.X.dtype}; expected float32 features")
+
+    def _check_regression(self, where):
+        if self.X.dtype != jnp.float32 or self.y.dtype != jnp.float32:
+            raise TypeError(
+                f"{where}: X is {self.X.dtype} and y is {self.y.dtype}; expected float32 features "
+                f"and, with n_classes=None (regression), float32 targets; for class indices pass n_classes"
+            )
+        if self.classes is not None:
+            raise ValueError(f"{where}: classes={self.classes!r} but n_classes=None (regression); "
+                             f"expected classes=None")
+        if not isinstance(self.y, jax.core.Tracer):  # values unknown inside jit
+            targets = np.asarray(self.y)
+            bad = np.flatnonzero(~np.isfinite(targets))
+            if bad.size:
+                raise ValueError(f"{where}: y has {bad.size} non-finite targets (the first "
+                                 f"y[{bad[0]}] = {targets[bad[0]]}); expected finite real-valued targets")
+
+    def _check_classification(self, where):
         if self.X.dtype != jnp.float32 or self.y.dtype != jnp.int32:
             raise TypeError(
-                f"Dataset {self.name!r}: X is {self.X.dtype} and y is {self.y.dtype}; "
+                f"{where}: X is {self.X.dtype} and y is {self.y.dtype}; "
                 f"expected float32 features and int32 class indices"
             )
         if not is_int(self.n_classes, 1):
-            raise ValueError(f"Dataset {self.name!r}: n_classes must be an int ≥ 1, got {self.n_classes!r}")
+            raise ValueError(f"{where}: n_classes must be an int ≥ 1, got {self.n_classes!r} "
+                             f"(n_classes=None: regression, with float32 targets y)")
         if not isinstance(self.y, jax.core.Tracer) and self.y.size:  # values unknown inside jit
             labels = np.asarray(self.y)
             lo, hi = int(labels.min()), int(labels.max())
             if lo < 0 or hi >= self.n_classes:
                 raise ValueError(
-                    f"Dataset {self.name!r}: labels range over [{lo}, {hi}]; expected class "
+                    f"{where}: labels range over [{lo}, {hi}]; expected class "
                     f"indices in [0, {self.n_classes - 1}] for n_classes={self.n_classes}"
                 )
+        if self.classes is not None and not (_is_names(self.classes, self.n_classes)
+                                             and len(set(self.classes)) == self.n_classes):
+            raise ValueError(f"{where}: classes={self.classes!r}; expected None or a tuple of "
+                             f"{self.n_classes} distinct str, classes[i] the name of class index i")
 
     def __repr__(self):
         n, d = self.X.shape
-        return f"Dataset(name={self.name!r}, n={n}, d={d}, n_classes={self.n_classes})"
+        if self.y is None:
+            labels = "y=None"
+        elif self.n_classes is None:
+            labels = "task='regression'"
+        else:
+            labels = f"n_classes={self.n_classes}"
+            if self.classes is not None:
+                labels += f", classes={self.classes!r}"
+        return f"Dataset(name={self.name!r}, n={n}, d={d}, {labels})"
+
+
+def _is_names(names, count) -> bool:
+    """`names` is a tuple of `count` str."""
+    return isinstance(names, tuple) and len(names) == count and all(isinstance(s, str) for s in names)
 
 
 def _dataset(name, X, y, n_classes) -> Dataset:
@@ -269,68 +337,231 @@ def _sklearn_datasets(name):
 # ---------- from a file ----------
 
 FILE_SUFFIXES = (".npz", ".csv")
+TASKS = ("classification", "regression")
+"""What a file's labels are: class labels, or real-valued targets."""
+_DELIMITERS = ",;\t"
+_MAX_INDEX = np.iinfo(np.int32).max  # class indices are int32, and n_classes = largest + 1
 
 
-def from_file(path) -> Dataset:
+def from_file(path, *, task: str = "classification", n_features: "int | None" = None) -> Dataset:
     """A dataset read from a `.npz` or `.csv` file; its name is the path.
 
-    `.npz`: arrays `X` of shape `(n, d)` and `y` of shape `(n,)` (read without
-    pickle). `.csv`: one example per row, the features then the class label in
-    the last column; a first line that is not numbers is taken as a header.
-    Labels must be whole numbers ≥ 0; `n_classes` is the largest plus one.
+    `.npz`: arrays `X` of shape `(n, d)` and `y` of shape `(n,)`, read without
+    pickle. `.csv`: one example per row, the features then the label in the
+    last column. The delimiter is `,`, `;` or a tab, whichever splits the
+    first non-blank line into the most fields; fields may be quoted; blank
+    lines are skipped. That first line is a header if one of its features is
+    text, not a number; its names become `features`.
+
+    The labels, with `task="classification"`: whole numbers ≥ 0 are the class
+    indices (`n_classes` the largest plus one, `classes` None). Other whole
+    numbers (such as -1 and 1), sorted numerically, or text labels (such as
+    "cat" and "dog"), sorted as text, become `classes`, each named by its text
+    as first written, and `y` indexes them; a fractional label is an error.
+    With `task="regression"`: finite real-valued targets, `n_classes` None.
+
+    Args:
+      path: a `.npz` or `.csv` file.
+      task: "classification" or "regression": what the labels are.
+      n_features: None: every row holds features then a label. An int d ≥ 1,
+        to read new data to predict on: rows of d fields are features alone
+        (`y` None), rows of d + 1 end with a label; a `.npz` may then lack `y`.
+
+    Returns:
+      A `Dataset`: X `(n, d)` float32; y `(n,)` int32 class indices, `(n,)`
+      float32 targets, or None; `features` the header's names of X's columns
+      (a `.csv` with a header), else None.
 
     Raises:
-      ValueError: a missing array, wrong shapes, non-finite features (naming the
-        first bad row and column) or labels that are not class indices.
+      ValueError: an empty file, rows of different lengths, a missing array,
+        wrong shapes, a feature not a number or not finite, a label empty or
+        not valid for `task`. The message starts with the path and names the
+        first bad value by row and column counted from 1, as a spreadsheet
+        shows them (a `.csv` row is its line number; a `.npz` row is index + 1),
+        and by the column's name in the header.
     """
+    if task not in TASKS:
+        raise ValueError(f"from_file: task must be one of {', '.join(map(repr, TASKS))}, got {task!r}")
+    if not (n_features is None or is_int(n_features, 1)):
+        raise ValueError(f"from_file: n_features must be None or an int ≥ 1 (the number of "
+                         f"features), got {n_features!r}")
     path = str(path)
     if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                missing = {"X", "y"} - set(f.files)
-                if missing:
-                    raise ValueError(f"{path}: no array named {', '.join(sorted(missing))}; expected arrays "
-                                     f"X (n, d) and y (n,), e.g. np.savez(path, X=X, y=y); it holds "
-                                     f"{', '.join(f.files) or 'nothing'}")
-                X, y = f["X"], f["y"]
-        except (OSError, EOFError, ValueError) as e:
-            if str(e).startswith(path):
-                raise
-            raise ValueError(f"{path}: not a readable .npz of numeric arrays ({e})") from None
+        X, y, n_classes, classes, features = _read_npz(path, task, n_features)
     elif path.endswith(".csv"):
-        with open(path) as f:
-            lines = [line for line in f.read().splitlines() if line.strip()]
-        try:
-            float(lines[0].split(",")[0])
-        except ValueError:
-            lines = lines[1:]  # a header
-        except IndexError:
-            raise ValueError(f"{path}: the file is empty; expected rows of features then a label") from None
-        try:
-            table = np.loadtxt(lines, delimiter=",", ndmin=2)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}; expected comma-separated numbers, the label last") from None
-        if table.shape[1] < 2:
-            raise ValueError(f"{path}: rows have {table.shape[1]} column; expected features then a label")
-        X, y = table[:, :-1], table[:, -1]
+        X, y, n_classes, classes, features = _read_csv(path, task, n_features)
     else:
         raise ValueError(f"{path}: unknown file type; expected one of {', '.join(FILE_SUFFIXES)}")
-    if X.ndim != 2 or y.shape != X.shape[:1] or not len(X):
-        raise ValueError(f"{path}: X has shape {X.shape} and y has shape {y.shape}; expected X of shape "
-                         f"(n, d) and y of shape (n,) with n ≥ 1")
-    if not (np.issubdtype(X.dtype, np.number) and np.issubdtype(y.dtype, np.number)):
-        raise ValueError(f"{path}: X is {X.dtype} and y is {y.dtype}; expected numbers")
-    bad = np.argwhere(~np.isfinite(X))
-    if len(bad):
-        row, col = bad[0]
-        raise ValueError(f"{path}: X has {len(bad)} non-finite values (first at row {row}, column {col}: "
-                         f"{X[row, col]}); clean or impute them before training")
-    whole = np.isfinite(y) & (y >= 0) & (y == np.round(y))
+    if y is not None:
+        y = jnp.asarray(y, jnp.float32 if n_classes is None else jnp.int32)
+    return Dataset(jnp.asarray(X), y, path, n_classes, classes, features)
+
+
+def _read_npz(path, task, n_features):
+    """X `(n, d)` float32, y `(n,)` (or None), n_classes, classes and features of a `.npz` file."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = ({"X", "y"} if n_features is None else {"X"}) - set(f.files)
+            if missing:
+                raise ValueError(f"{path}: no array named {', '.join(sorted(missing))}; expected arrays "
+                                 f"X (n, d) and y (n,), e.g. np.savez(path, X=X, y=y); it holds "
+                                 f"{', '.join(f.files) or 'nothing'} (pass n_features to read X without y)")
+            X, y = f["X"], f["y"] if "y" in f.files else None
+    except (OSError, EOFError, ValueError) as e:
+        if str(e).startswith(path):
+            raise
+        raise ValueError(f"{path}: not a readable .npz of numeric arrays ({e})") from None
+    arrays = (X,) if y is None else (X, y)
+    shapes = " and ".join(f"{a} has shape {b.shape}" for a, b in zip("Xy", arrays))
+    if X.ndim != 2 or not len(X) or y is not None and y.shape != X.shape[:1]:
+        raise ValueError(f"{path}: {shapes}; expected X of shape (n, d)"
+                         f"{'' if y is None else ' and y of shape (n,)'} with n ≥ 1")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"{path}: X has shape {X.shape}, {X.shape[1]} features; expected "
+                         f"n_features={n_features}")
+    if not all(np.issubdtype(a.dtype, np.number) for a in arrays):
+        raise ValueError(f"{path}: {' and '.join(f'{a} is {b.dtype}' for a, b in zip('Xy', arrays))}; "
+                         f"expected numbers")
+    X = _finite_features(path, X, range(1, len(X) + 1), None)
+    if y is None:
+        return X, None, None, None, None
+    if task == "regression":
+        with np.errstate(over="ignore"):  # out of float32's range: inf, reported below
+            y32 = y.astype(np.float32)
+        bad = np.flatnonzero(~np.isfinite(y32))
+        if bad.size:
+            raise ValueError(f"{path}: y has {bad.size} non-finite targets (the first in row {bad[0] + 1}: "
+                             f"{y[bad[0]]}{_in_float32(y[bad[0]])}); task='regression' needs finite "
+                             f"real-valued targets")
+        return X, y32, None, None, None
+    whole = np.isfinite(y) & (y >= 0) & (y == np.round(y)) & (y < _MAX_INDEX)
     if not whole.all():
-        row = int(np.argmin(whole))
-        raise ValueError(f"{path}: label {y[row]} in row {row} is not a class index; expected whole "
-                         f"numbers 0, 1, ... in the last column (or array y)")
-    return _dataset(path, X, y, int(y.max()) + 1)
+        i = int(np.argmin(whole))
+        raise ValueError(f"{path}: label {y[i]} in row {i + 1} is not a class index; expected whole "
+                         f"numbers 0, 1, ... in array y (for real-valued targets, task='regression')")
+    return X, y, int(y.max()) + 1, None, None
+
+
+def _read_csv(path, task, n_features):
+    """X `(n, d)` float32, y `(n,)` (or None), n_classes, classes and features of a `.csv` file."""
+    rows, cells = _csv_records(path)
+    if not cells:
+        raise ValueError(f"{path}: the file is empty; expected rows of features then a label")
+    k = len(cells[0])
+    if n_features is None and k < 2:
+        raise ValueError(f"{path}: rows have {k} column; expected features then a label, separated by "
+                         f"',', ';' or tabs")
+    if n_features is not None and k not in (n_features, n_features + 1):
+        raise ValueError(f"{path}: rows have {k} columns; expected {n_features} features, then "
+                         f"optionally the label")
+    for row, fields in zip(rows, cells):
+        if len(fields) != k:
+            raise ValueError(f"{path}: row {row} has {len(fields)} columns; expected {k}, like row {rows[0]}")
+    d = k - 1 if n_features is None else n_features
+    header = None
+    if any(c.strip() and _number(c) is None for c in cells[0][:d]):
+        if len(cells) == 1:
+            raise ValueError(f"{path}: only a header (row {rows[0]}); expected rows of data below it")
+        header, rows, cells = tuple(c.strip() for c in cells[0]), rows[1:], cells[1:]
+    try:
+        X = np.array([[float(c) for c in fields[:d]] for fields in cells])
+    except ValueError:
+        row, j, c = next((row, j, c) for row, fields in zip(rows, cells)
+                         for j, c in enumerate(fields[:d]) if _number(c) is None)
+        raise ValueError(f"{path}: {_cell(row, j, header)}: {c!r} is not a number; expected numeric "
+                         f"features") from None
+    X = _finite_features(path, X, rows, header)
+    features = None if header is None else header[:d]
+    if k == d:
+        return X, None, None, None, features
+    labels = [fields[d].strip() for fields in cells]
+    return (X, *_csv_labels(path, labels, lambda i: _cell(rows[i], d, header), task), features)
+
+
+def _csv_records(path):
+    """The line numbers `(n,)` and the fields of the non-blank records of a csv file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            first = next((line for line in f if line.strip()), "")
+            delimiter = max(_DELIMITERS, key=lambda s: len(next(csv.reader([first], delimiter=s), [])))
+            f.seek(0)
+            reader = csv.reader(f, delimiter=delimiter, skipinitialspace=True)
+            rows, cells, end = [], [], 0
+            for fields in reader:
+                start, end = end + 1, reader.line_num  # a quoted field may span lines
+                if len(fields) > 1 or fields and fields[0].strip():
+                    rows.append(start)
+                    cells.append(fields)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: not a readable csv file ({e})") from None
+    return rows, cells
+
+
+def _csv_labels(path, labels, where, task):
+    """y `(n,)`, n_classes and classes from the label column's texts `(n,)`; `where(i)` names the
+    cell of label i."""
+    empty = next((i for i, label in enumerate(labels) if not label), None)
+    if empty is not None:
+        raise ValueError(f"{path}: {where(empty)}: the label is empty; expected a label in every row")
+    numbers = [_number(label) for label in labels]
+    if task == "regression":
+        with np.errstate(over="ignore"):  # out of float32's range: inf, reported below
+            y = np.array([math.nan if x is None else x for x in numbers], np.float32)
+        bad = np.flatnonzero(~np.isfinite(y))
+        if bad.size:
+            x = numbers[bad[0]]
+            raise ValueError(f"{path}: {where(bad[0])}: target {labels[bad[0]]!r} is not a finite number"
+                             f"{'' if x is None else _in_float32(x)}; task='regression' needs "
+                             f"real-valued targets")
+        return y, None, None
+    if None in numbers:  # text labels: classes in text order
+        classes = tuple(sorted(set(labels)))
+    else:
+        fraction = next((i for i, x in enumerate(numbers) if not x.is_integer()), None)
+        if fraction is not None:
+            raise ValueError(f"{path}: {where(fraction)}: label {labels[fraction]!r} is not a whole number, "
+                             f"so not a class; for real-valued targets use task='regression' (in the "
+                             f"CLI: --loss mean_squared_error)")
+        if 0 <= min(numbers) and max(numbers) < _MAX_INDEX:  # class indices already
+            return np.array(numbers), int(max(numbers)) + 1, None
+        name = {}  # each number's text as first written: "-1" and "-1.0" are one class
+        for x, label in zip(numbers, labels):
+            name.setdefault(x, label)
+        classes = tuple(name[x] for x in sorted(name))
+        labels = [name[x] for x in numbers]
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[label] for label in labels]), len(classes), classes
+
+
+def _finite_features(path, X, rows, header):
+    """X as float32; a ValueError at its first non-finite value, in row `rows[i]` for X[i]."""
+    with np.errstate(over="ignore"):  # out of float32's range: inf, reported below
+        X32 = np.asarray(X).astype(np.float32)
+    bad = np.argwhere(~np.isfinite(X32))
+    if len(bad):
+        i, j = bad[0]
+        raise ValueError(f"{path}: X has {len(bad)} non-finite values (the first at "
+                         f"{_cell(rows[i], j, header)}: {X[i, j]}{_in_float32(X[i, j])}); "
+                         f"clean or impute them")
+    return X32
+
+
+def _in_float32(x) -> str:
+    """Why a value reported as non-finite is: "" if it is, else that float32 cannot hold it."""
+    return ", beyond float32's range" if math.isfinite(x) else ""
+
+
+def _cell(row, j, header):
+    """Where column j of a row is, counted from 1 as a spreadsheet does, with the header's name."""
+    return f"row {row}, column {j + 1}" + ("" if header is None else f" ({header[j]!r})")
+
+
+def _number(text):
+    """The float `text` spells, or None."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 # ---------- by name ----------
@@ -358,8 +589,9 @@ def load(name: str, key=None, **kwargs) -> Dataset:
       key: a `jax.random.key`, required by the synthetic datasets (`SYNTHETIC`);
         the fixed ones (xor, digits, breast_cancer) ignore it, so a caller may
         pass a key whatever the name.
-      **kwargs: the dataset's own arguments, e.g. `n=500, noise=0.2` for moons;
-        an argument the dataset does not take is an error.
+      **kwargs: the dataset's own arguments, e.g. `n=500, noise=0.2` for moons,
+        or `task=` and `n_features=` for a file (see `from_file`); an argument
+        the dataset does not take is an error.
 
     >>> load("xor")
     Dataset(name='xor', n=4, d=2, n_classes=2)
@@ -369,9 +601,11 @@ def load(name: str, key=None, **kwargs) -> Dataset:
     if not isinstance(name, str):
         raise TypeError(f"load: expected a dataset name (str), got {type(name).__name__} {name!r}")
     if name.endswith(FILE_SUFFIXES) and name not in _LOADERS:
-        if kwargs:
-            raise TypeError(f"load: a dataset read from a file takes no arguments, got {', '.join(kwargs)}")
-        return from_file(name)
+        unknown = sorted(set(kwargs) - {"task", "n_features"})
+        if unknown:
+            raise TypeError(f"load: a dataset read from a file takes only task and n_features "
+                            f"(see from_file), got {', '.join(unknown)}")
+        return from_file(name, **kwargs)
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; expected one of: {', '.join(NAMES)}, "
                          f"or a {' or '.join(FILE_SUFFIXES)} file")
@@ -423,6 +657,8 @@ def split(data, key, test_fraction: float = 0.2, stratify: bool = True):
     >>> sorted(y_test.tolist()), X_train.shape
     ([0, 1], (2, 2))
     """
+    if isinstance(data, Dataset) and data.y is None:
+        raise ValueError(f"split: dataset {data.name!r} has no labels (y=None); expected labelled data")
     # On the host: the sizes depend on the labels, and numpy indexing compiles nothing.
     X, y = (np.asarray(data.X), np.asarray(data.y)) if isinstance(data, Dataset) else _pair(data)
     check_key("split", key)

@@ -1,10 +1,13 @@
 """The `fnnet` command, run as a user runs it: in a subprocess, checking exit codes and output."""
 
+import io
 import json
-import re
+import os
 import pathlib
+import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -47,13 +50,20 @@ def test_gradcheck_flags_and_json():
     assert report["settings"]["elementwise"] is True
 
 
-def test_gradcheck_all_sweeps_every_activation_and_loss():
-    result = fnnet("gradcheck", "--all", "--sizes", "3", "5", "4", "--batch", "6")
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line.split() for line in result.stdout.splitlines()[1:-1]]
+def test_gradcheck_all_sweeps_every_activation_and_loss_printing_rows_as_they_finish():
+    command = [sys.executable, "-m", "fnnet", "gradcheck", "--all", "--sizes", "3", "5", "4", "--batch", "6"]
+    began = time.perf_counter()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        lines = [process.stdout.readline().rstrip("\n"), process.stdout.readline().rstrip("\n")]
+        first_row, still_running = time.perf_counter() - began, process.poll() is None
+        lines += process.stdout.read().splitlines()
+    # The first row arrived while the 39 other checks were still to run, not all at the end.
+    assert still_running and first_row < 0.75 * (time.perf_counter() - began)
+    assert process.returncode == 0, lines
+    rows = [line.split() for line in lines[1:-1]]
     assert {(r[0], r[1]) for r in rows} == {(a.name, l.name) for a in activations.ALL for l in losses.ALL}
     assert all(r[-1] == "ok" for r in rows)
-    assert result.stdout.splitlines()[-1] == "40/40 activation × loss pairs pass (float64)"
+    assert lines[-1] == "40/40 activation × loss pairs pass (float64)"
 
 
 def test_gradcheck_exits_1_and_names_the_leaf_when_backprop_is_wrong():
@@ -104,9 +114,16 @@ def test_train_end_to_end_with_plot_and_json(tmp_path):
     assert results["gradcheck_ok"] and results["sizes"] == [2, 16, 16, 1]
     assert results["loss_name"] == "sigmoid_binary_cross_entropy"
     assert results["test"]["accuracy"] >= 0.95  # moons is learnt
+    assert set(results) >= {"train", "validation", "test", "selected_epoch"}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    assert f"plot written to {plot}" in result.stderr
     assert "gradient check (32 examples, float64): PASS" in result.stderr
-    assert "epoch 60/60" in result.stderr
+    assert "moons: 140 training, 20 validation, 40 test rows" in result.stderr
+    # A log (stderr is a pipe here) gets plain lines: the first before compiling, none wider than 80.
+    lines = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
+    assert lines[0] == "epoch 0/60  compiling (the first update includes it)"
+    assert re.fullmatch(r"epoch 60/60  loss \S+  val_loss \S+  val_acc \S+  \(\d+\.\d s, eta 0 s\)", lines[-1])
+    assert len(lines) == 21 and max(map(len, lines)) <= 80
 
 
 def test_train_prints_metrics():
@@ -114,9 +131,23 @@ def test_train_prints_metrics():
                    "--optimizer", "sgd", "--lr", "1.0", "--grad", "autodiff")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[-3].startswith("train: loss ") and lines[-2].startswith("test: loss ")
+    assert [line.split(":")[0] for line in lines[-4:-1]] == ["train", "validation", "test"]
     assert lines[-2].endswith("accuracy 1.0000")  # xor: trained and evaluated on its 4 points
     assert "ms per epoch after compilation" in lines[-1]
+
+
+def test_help_lists_the_valid_names_and_the_defaults(capsys):
+    code, out, _ = main(capsys, "train", "--help")
+    text = " ".join(out.split())  # argparse wraps lines
+    assert code == 0
+    for name in [a.name for a in activations.ALL] + [l.name for l in losses.ALL] + list(cli.train.OPTIMIZERS):
+        assert name in text, name
+    for flag, default in [("--epochs", "100"), ("--seed", "0"), ("--test-fraction", "0.2"),
+                          ("--val-fraction", "0.1"), ("--lr", "0.001"), ("--activation", "relu")]:
+        assert re.search(re.escape(flag) + r" \S+ .*?\(default " + re.escape(default), text), flag
+    code, out, _ = main(capsys, "--version")
+    import fnnet as lib
+    assert code == 0 and out.startswith(f"fnnet {lib.__version__} (jax ")
 
 
 @pytest.mark.parametrize(
@@ -129,52 +160,202 @@ def test_train_prints_metrics():
         (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
         (["--epochs", "0"], "--epochs must be ≥ 1, got 0"),
         (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
+        (["--activation", "rleu"], "unknown activation 'rleu'"),
         (["--data", "digits", "--loss", "bce"], "sigmoid_binary_cross_entropy needs 2 classes; this dataset has 10"),
         (["--data", "xor", "--devices", "2"], "data_mesh: asked for 2 devices but JAX has 1 (cpu)"),
+        (["--devices", "0"], "--devices must be ≥ 1, got 0"),
+        (["--devices", "-1"], "--devices must be ≥ 1, got -1"),
+        (["--warmup", "100"], "--warmup must be in [0, --epochs) = [0, 100), got 100"),
+        (["--weight-decay", "-1"], "--weight-decay must be ≥ 0, got -1.0"),
+        (["--val-fraction", "0.8"], "--val-fraction must be in [0, 1 − --test-fraction) = [0, 0.8), got 0.8"),
+        (["--patience", "0"], "--patience must be ≥ 1 epochs, got 0"),
+        (["--patience", "5", "--val-fraction", "0"], "--patience stops on the validation loss and needs"),
+        (["--log-every", "0"], "--log-every must be ≥ 1, got 0"),
+        (["--plot", "curves.pngg"], "--plot curves.pngg: unknown image type 'pngg'; expected one of"),
+        (["--save", "/proc/fnnet-run"], "--save /proc/fnnet-run: cannot write there"),  # a read-only location
+        (["--save", "/proc"], "--save /proc: cannot write there"),  # an existing read-only directory
+        (["--save", "/etc/hostname"], "--save /etc/hostname: is a file; expected a directory"),
+        (["--resume", "nothing-here"], "--resume nothing-here: no checkpoint there; expected the directory given"),
     ],
 )
-def test_train_rejects_bad_flags(capsys, args, message):
-    code, _, err = main(capsys, "train", *args)
+def test_train_rejects_bad_flags_in_one_line_before_training(capsys, args, message):
+    code, out, err = main(capsys, "train", *args)
     assert code == 2 and message in err, err
+    assert err.count("\n") == 1 and err.startswith("fnnet train: error: ") and out == ""  # nothing ran
 
 
-def test_train_save_and_resume_bit_identically(capsys, tmp_path):
+def test_train_save_refuses_an_unwritable_directory_before_training(capsys, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories (the /proc cases above cover it)")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    code, out, err = main(capsys, "train", "--data", "xor", "--save", str(locked))
+    assert code == 2 and f"--save {locked}: cannot write there" in err and out == ""
+
+
+def test_train_save_keeps_an_earlier_run(capsys, tmp_path):
+    common = ["train", "--data", "xor", "--hidden", "4", "--epochs", "2", "--save", str(tmp_path)]
+    assert main(capsys, *common)[0] == 0
+    before = (tmp_path / "latest.fnnet").read_bytes()
+    code, out, err = main(capsys, *common)
+    assert code == 2 and f"{tmp_path / 'latest.fnnet'} holds an earlier run; continue it with --resume" in err
+    assert (tmp_path / "latest.fnnet").read_bytes() == before and out == ""
+
+
+MOONS = ["--data", "moons", "--hidden", "8", "--batch-size", "32", "--lr", "1e-2", "--optimizer", "momentum",
+         "--weight-decay", "1e-3", "--seed", "3", "--no-gradcheck"]
+
+
+def _leaves_equal(a, b):
     import jax
-    import numpy as np
 
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_train_resume_alone_restores_the_run_and_extends_it_bit_identically(capsys, tmp_path):
     import fnnet as lib
 
-    common = ["train", "--data", "moons", "--hidden", "8", "--batch-size", "32", "--lr", "1e-2"]
     straight, part = tmp_path / "straight", tmp_path / "part"
-    assert main(capsys, *common, "--epochs", "12", "--save", str(straight))[0] == 0
-    assert main(capsys, *common, "--epochs", "6", "--save", str(part))[0] == 0
-    code, out, _ = main(capsys, *common, "--epochs", "12", "--resume", str(part), "--save", str(part))
-    assert code == 0 and "resumed from" in out
-    a, b = lib.load(straight / "latest.fnnet"), lib.load(part / "latest.fnnet")
-    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)))
-    assert a.metadata == b.metadata and a.metadata["epoch"] == 12
+    assert main(capsys, "train", *MOONS, "--epochs", "12", "--save", str(straight))[0] == 0
+    assert main(capsys, "train", *MOONS, "--epochs", "6", "--save", str(part))[0] == 0
+    code, out, err = main(capsys, "train", "--resume", str(part), "--epochs", "12")  # no other flag
+    assert code == 0 and f"resumed from {part / 'latest.fnnet'} at epoch 6" in out, err
+    a, b = lib.load(straight / "latest.fnnet"), lib.load(part / "latest.fnnet")  # saved in part: the default
+    assert _leaves_equal(a.params, b.params) and a.metadata["history"] == b.metadata["history"]
+    assert b.metadata["epoch"] == b.metadata["run"]["flags"]["epochs"] == 12 and b.metadata["run"]["horizon"] == 6
     assert (straight / "best.fnnet").exists()
+    # A flag that repeats the run's own value is fine; one that contradicts it is refused by name.
+    assert main(capsys, "train", "--resume", str(part / "latest.fnnet"), "--epochs", "14", "--lr", "1e-2",
+                "--save", str(tmp_path / "more"))[0] == 0
+    for flag, value, saved in [("--lr", "0.1", "0.01"), ("--hidden", "16", "8"), ("--seed", "0", "3"),
+                               ("--weight-decay", "0.0", "0.001"), ("--data", "circles", "moons")]:
+        code, _, err = main(capsys, "train", "--resume", str(part), "--epochs", "20", flag, value)
+        assert code == 2 and (f"{flag} {value} contradicts {part / 'latest.fnnet'}, trained with {flag} {saved}; "
+                              f"a resumed run keeps its configuration") in err, err
+
+
+def test_train_resume_keeps_the_schedule_horizon(capsys, tmp_path):
+    import fnnet as lib
+
+    run = ["train", "--data", "moons", "--hidden", "4", "--schedule", "cosine", "--warmup", "1", "--no-gradcheck"]
+    assert main(capsys, *run, "--epochs", "4", "--save", str(tmp_path / "a"))[0] == 0
+    code, _, err = main(capsys, "train", "--resume", str(tmp_path / "a"), "--epochs", "8")
+    assert code == 2 and "--epochs 8 runs past the end of the cosine schedule" in err and "(epoch 4," in err
+    assert lib.load(tmp_path / "a" / "latest.fnnet").metadata["run"]["horizon"] == 4
 
 
 def test_train_resume_errors(capsys, tmp_path):
-    code, _, err = main(capsys, "train", "--data", "moons", "--resume", str(tmp_path / "nothing"))
-    assert code == 2 and "--resume" in err and "No such file" in err
-    assert main(capsys, "train", "--data", "moons", "--hidden", "8", "--epochs", "2", "--save", str(tmp_path))[0] == 0
-    code, _, err = main(capsys, "train", "--data", "moons", "--hidden", "16", "--epochs", "4", "--resume", str(tmp_path))
-    assert code == 2 and "saved for a different network" in err
+    import fnnet as lib
+
+    assert main(capsys, "train", "--data", "xor", "--hidden", "4", "--epochs", "2", "--save", str(tmp_path))[0] == 0
+    code, _, err = main(capsys, "train", "--resume", str(tmp_path), "--epochs", "2")
+    assert code == 2 and "is already at epoch 2 ≥ --epochs 2: pass a larger --epochs" in err
+    ckpt = lib.load(tmp_path / "latest.fnnet")
+    lib.save(tmp_path / "plain.fnnet", ckpt.params, net=ckpt.net)  # from Python: no run in it
+    code, _, err = main(capsys, "train", "--resume", str(tmp_path / "plain.fnnet"))
+    assert code == 2 and "holds no run configuration (it was not written by fnnet train)" in err
 
 
-def test_train_divergence_exits_1_with_the_last_good_checkpoint_on_disk(capsys, tmp_path):
+def test_train_checkpoint_is_self_contained(capsys, tmp_path):
     import jax
-    import numpy as np
 
     import fnnet as lib
 
-    # sgd lr 100 on moons overflows the logits a few epochs in; with 20 epochs every epoch is saved.
-    code, _, err = main(capsys, "train", "--data", "moons", "--hidden", "8", "--epochs", "20", "--batch-size", "32",
-                        "--optimizer", "sgd", "--lr", "100", "--save", str(tmp_path))
+    assert main(capsys, "train", *MOONS, "--epochs", "2", "--save", str(tmp_path))[0] == 0
+    run = lib.load(tmp_path / "latest.fnnet").metadata["run"]
+    assert run["flags"]["optimizer"] == "momentum" and run["resolved"]["weight_decay"] == 1e-3
+    assert run["resolved"]["loss"] == "sigmoid_binary_cross_entropy" and run["horizon"] == 2
+    assert run["data"] == {"source": "moons", "task": "classification", "n": 200, "d": 2, "n_classes": 2,
+                           "classes": None, "features": None, "sha256": None}
+    # The standardisation is the training rows' own: recompute it from the split the run made.
+    k_data, k_split, _, _ = jax.random.split(jax.random.key(3), 4)
+    data = lib.datasets.load("moons", k_data)
+    k_test, k_val = jax.random.split(k_split)
+    rest, _ = lib.datasets.split(data, k_test, 0.2)
+    (X_train, _), _ = lib.datasets.split(rest, k_val, 0.1 / 0.8)
+    np.testing.assert_allclose(run["mean"], np.mean(X_train, 0), rtol=1e-6)
+    np.testing.assert_allclose(run["std"], np.std(X_train, 0), rtol=1e-5)
+
+
+def test_train_monitors_and_selects_on_validation_and_touches_the_test_set_once(capsys, tmp_path, monkeypatch):
+    import fnnet as lib
+
+    seen, evaluated = [], []
+    fit, evaluate = cli.train.fit, cli.train.evaluate
+    monkeypatch.setattr(cli.train, "fit", lambda *a, validation, **k: seen.append(len(validation[0])) or
+                        fit(*a, validation=validation, **k))
+    monkeypatch.setattr(cli.train, "evaluate", lambda net, p, data, loss: evaluated.append(len(data[0])) or
+                        evaluate(net, p, data, loss))
+    code, out, err = main(capsys, "train", *MOONS, "--epochs", "40", "--log-every", "4", "--json",
+                          "--save", str(tmp_path))
+    results = json.loads(out)
+    assert code == 0 and set(seen) == {20} and evaluated == [140, 20, 40]  # test (40 rows): once, at the end
+    best = lib.load(tmp_path / "best.fnnet")
+    assert best.metadata["epoch"] == results["selected_epoch"] == best.metadata["best"]["epoch"]
+    chunk_ends = np.asarray(best.metadata["history"]["val_loss"])[3::4]
+    assert results["selected_epoch"] == 4 * (1 + int(np.argmin(chunk_ends)))  # lowest validation loss
+    np.testing.assert_allclose(results["validation"]["loss"], best.metadata["best"]["val_loss"], rtol=1e-5)
+
+
+def test_train_patience_stops_early(capsys):
+    code, out, err = main(capsys, "train", *MOONS, "--lr", "0.3", "--epochs", "400", "--log-every", "5",
+                          "--patience", "20", "--json")
+    results = json.loads(out)
+    stopped = results["stopped_early_at"]
+    assert code == 0 and stopped is not None and stopped < 400, err
+    assert stopped - results["selected_epoch"] >= 20 and stopped % 5 == 0
+    assert f"stopped early at epoch {stopped}: the validation loss has not improved for" in err
+
+
+def test_default_batch_divides_the_training_set_and_a_batch_that_drops_rows_is_announced(capsys):
+    assert [cli.train._default_batch(n, 1) for n in (40, 160, 159, 157, 1258)] == [40, 40, 53, 64, 37]
+    assert cli.train._default_batch(160, 8) == 40 and cli.train._default_batch(157, 8) == 64
+    code, _, err = main(capsys, "train", "--data", "moons", "--hidden", "4", "--epochs", "1", "--batch-size", "50")
+    assert code == 0 and "note: batch size 50 leaves 40 of the 140 training rows out of each epoch" in err
+    code, _, err = main(capsys, "train", "--data", "moons", "--hidden", "4", "--epochs", "1", "--batch-size", "35")
+    assert code == 0 and "note:" not in err
+
+
+def test_optimizer_schedule_and_weight_decay():
+    import jax
+    import jax.numpy as jnp
+
+    flags = cli.train.DEFAULTS | {"optimizer": "sgd", "lr": 0.5, "schedule": "cosine", "warmup": 1}
+    params = [{"W": jnp.ones((2, 2)), "b": jnp.ones(2)}]
+    zero = jax.tree.map(jnp.zeros_like, params)
+    grads = jax.tree.map(jnp.ones_like, params)
+
+    def rates(optimizer, steps):  # the learning rate of each step, from an update with gradient 1
+        state, out = optimizer.init(params), []
+        for _ in range(steps):
+            update, state = optimizer.update(grads, state, params)
+            out.append(-float(update[0]["b"][0]))
+        return np.array(out)
+
+    lr = rates(cli.train._optimizer(flags, 0.0, steps=2, horizon=4), 10)  # 2 steps per epoch: warm-up 2 steps
+    np.testing.assert_allclose(lr[:3], [0.0, 0.25, 0.5], atol=1e-7)  # linear warm-up to the peak
+    assert np.all(np.diff(lr[2:8]) < 0) and abs(lr[8]) < 1e-7 and abs(lr[9]) < 1e-7  # cosine to 0 at epoch 4
+    constant = rates(cli.train._optimizer(cli.train.DEFAULTS | {"optimizer": "sgd", "lr": 0.5}, 0.0, 2, 4), 3)
+    np.testing.assert_allclose(constant, 0.5)
+    for name in ("sgd", "adam", "adamw"):  # decay: the weights only, never the biases
+        optimizer = cli.train._optimizer(cli.train.DEFAULTS | {"optimizer": name, "lr": 0.1}, 0.01, 1, 1)
+        update, _ = optimizer.update(zero, optimizer.init(params), params)
+        assert float(update[0]["b"][0]) == 0 and float(update[0]["W"][0, 0]) < 0, name
+
+
+def test_train_without_gradcheck_and_divergence_speaks_to_the_shell(capsys, tmp_path):
+    import jax
+
+    import fnnet as lib
+
+    # sgd lr 300 on moons overflows the logits a few epochs in; with 20 epochs every epoch is saved.
+    code, out, err = main(capsys, "train", "--data", "moons", "--hidden", "8", "--epochs", "20", "--batch-size",
+                          "32", "--optimizer", "sgd", "--lr", "300", "--save", str(tmp_path), "--no-gradcheck")
     assert code == 1, err
-    epoch = int(re.search(r"non-finite at epoch (\d+), step \d+", err).group(1))
+    assert "gradient check skipped (--no-gradcheck)" in out and "gradient check (" not in out
+    epoch = int(re.search(r"fnnet train: training diverged: the loss or the parameters became non-finite at "
+                          r"epoch (\d+), step \d+; try a lower --lr \(now 300.0\)", err).group(1))
+    assert ".params" not in err and "Traceback" not in err
     assert epoch >= 1 and f"the last good checkpoint is {tmp_path / 'latest.fnnet'} (epoch {epoch})" in err
     ckpt = lib.load(tmp_path / "latest.fnnet")
     assert ckpt.metadata["epoch"] == epoch and len(ckpt.metadata["history"]["loss"]) == epoch
@@ -183,6 +364,105 @@ def test_train_divergence_exits_1_with_the_last_good_checkpoint_on_disk(capsys, 
     code, _, err = main(capsys, "train", "--data", "moons", "--hidden", "8", "--epochs", "1", "--batch-size", "32",
                         "--optimizer", "sgd", "--lr", "1e30", "--save", str(tmp_path / "fresh"))
     assert code == 1 and "no checkpoint was saved before it" in err, err
+
+
+def test_train_plot_without_matplotlib_fails_before_training():
+    code = ("import sys; sys.modules['matplotlib'] = None\n"  # as if not installed
+            "import fnnet.cli as cli; sys.exit(cli.main(sys.argv[1:]))\n")
+    result = fnnet("train", "--data", "xor", "--plot", "curves.png", code=code)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "fnnet train: error: --plot needs matplotlib: pip install 'fnnet[plot]'\n"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_tqdm_bar_that_fits_the_terminal(monkeypatch):
+    from fnnet.cli.progress import Progress
+
+    monkeypatch.setenv("COLUMNS", "80")
+    history = {"loss": np.array([0.123456]), "val_loss": np.array([0.2]), "val_accuracy": np.array([0.96])}
+    terminal = _Terminal()
+    progress = Progress(0, 100, stream=terminal)
+    assert "compiling" in terminal.getvalue()  # shown before the first chunk, which compiles
+    for epoch in (5, 10, 100):
+        progress.update(epoch, history)
+    progress.close()
+    frames = [f for f in re.split(r"[\r\n]", terminal.getvalue()) if f.strip()]
+    assert max(len(f) for f in frames) <= 80 and "100/100" in frames[-1]
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+ep/s, loss 0.123 val 0.2 acc 0.96\]", frames[-1]), frames[-1]
+    # Without tqdm a terminal gets plain lines too.
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    terminal = _Terminal()
+    progress = Progress(0, 100, stream=terminal)
+    progress.update(5, history)
+    assert terminal.getvalue().splitlines()[1].startswith("epoch 5/100  loss 0.1235  val_loss 0.2  val_acc 0.96  (")
+
+
+def test_predict_maps_labels_back_to_the_training_names(capsys, tmp_path):
+    import jax
+
+    import fnnet as lib
+
+    rng = np.random.default_rng(0)
+    names = np.array(["cat", "dog", "emu"])
+    X = rng.normal(size=(150, 2)) + 4 * np.repeat(np.eye(3, 2), 50, axis=0)
+    y = names[np.repeat(np.arange(3), 50)]
+    rows = [f"{a:.4f};{b:.4f};{label}" for (a, b), label in zip(X, y)]
+    (tmp_path / "train.csv").write_text("height;weight;animal\n" + "\n".join(rows) + "\n")
+    (tmp_path / "new.csv").write_text("height;weight\n" + "\n".join(r.rsplit(";", 1)[0] for r in rows[::10]))
+    (tmp_path / "labelled.csv").write_text("height;weight;animal\n" + "\n".join(rows[::10]))
+    code, _, err = main(capsys, "train", "--data", str(tmp_path / "train.csv"), "--hidden", "8", "--epochs", "30",
+                        "--lr", "1e-2", "--save", str(tmp_path / "run"))
+    assert code == 0, err
+    code, out, err = main(capsys, "predict", "--checkpoint", str(tmp_path / "run" / "best.fnnet"),
+                          "--data", str(tmp_path / "new.csv"))
+    assert code == 0 and len(out.splitlines()) == 15 and set(out.split()) <= set(names), err
+    assert np.mean(np.array(out.split()) == y[::10]) >= 0.9  # separable blobs
+    # Exactly the library's predictions on the checkpoint's standardisation of the raw rows.
+    ckpt = lib.load(tmp_path / "run" / "best.fnnet")
+    run = ckpt.metadata["run"]
+    assert run["data"]["classes"] == ["cat", "dog", "emu"] and run["data"]["features"] == ["height", "weight"]
+    expected = lib.predict(ckpt.net, ckpt.params, (X[::10].round(4) - run["mean"][None]) / run["std"][None],
+                           loss=run["resolved"]["loss"], output="labels")
+    assert out.split() == list(names[expected])
+    code, out, err = main(capsys, "predict", "--checkpoint", str(tmp_path / "run" / "best.fnnet"),
+                          "--data", str(tmp_path / "labelled.csv"), "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["label"] for r in rows] == list(names[expected])
+    assert all(set(r["probabilities"]) == set(names) and abs(sum(r["probabilities"].values()) - 1) < 1e-5
+               for r in rows)
+    assert re.search(r"labelled.csv: 15 labelled rows: loss \S+, accuracy \S+", err)
+    # Bad input names what is wrong.
+    (tmp_path / "wide.csv").write_text("1,2,3,4\n")
+    (tmp_path / "renamed.csv").write_text("height;mass\n1;2\n")
+    (tmp_path / "unknown.csv").write_text("1;2;gnu\n")
+    for data, message in [("wide.csv", "rows have 4 columns; expected 2 features, then optionally the label"),
+                          ("renamed.csv", "column 2 is 'mass'; the checkpoint was trained with 'weight' there"),
+                          ("unknown.csv", "label 'gnu' was not a class in training (classes cat, dog, emu)")]:
+        code, _, err = main(capsys, "predict", "--checkpoint", str(tmp_path / "run" / "best.fnnet"),
+                            "--data", str(tmp_path / data))
+        assert code == 2 and message in err and err.count("\n") == 1, err
+    lib.save(tmp_path / "plain.fnnet", ckpt.params, net=ckpt.net)
+    code, _, err = main(capsys, "predict", "--checkpoint", str(tmp_path / "plain.fnnet"),
+                        "--data", str(tmp_path / "new.csv"))
+    assert code == 2 and "no run description in it (it was not written by fnnet train --save)" in err
+
+
+def test_train_and_predict_regression_targets_from_csv(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.uniform(size=(200, 2))
+    t = 3 * X[:, 0] - 2 * X[:, 1] + 0.5
+    np.savetxt(tmp_path / "reg.csv", np.c_[X, t], delimiter=",", header="a,b,target", comments="")
+    code, out, err = main(capsys, "train", "--data", str(tmp_path / "reg.csv"), "--loss", "mse", "--hidden", "16",
+                          "--epochs", "60", "--lr", "1e-2", "--json", "--save", str(tmp_path / "run"))
+    results = json.loads(out)
+    assert code == 0 and set(results["test"]) == {"loss"} and results["test"]["loss"] < 0.05, err
+    code, out, _ = main(capsys, "predict", "--checkpoint", str(tmp_path / "run" / "best.fnnet"),
+                        "--data", str(tmp_path / "reg.csv"))
+    assert code == 0 and np.abs(np.array(out.split(), float) - t).mean() < 0.2
 
 
 def _moons_table():
@@ -209,15 +489,15 @@ def test_train_reads_npz_and_csv_files(capsys, tmp_path):
 @pytest.mark.parametrize(
     "content,message",
     [
-        ("x0,x1,label\n0.5,1.0,0\n0.1,nan,1\n", r"X has 1 non-finite values \(first at row 1, column 1: nan\)"),
-        ("0.5,1.0,0\n0.1,inf,1\n", r"first at row 1, column 1: inf"),
-        ("0.5,1.0,0\n0.1,0.2,1.5\n", r"label 1.5 in row 1 is not a class index"),
-        ("0.5,1.0,0\n0.1,0.2\n", r"data.csv: .*expected comma-separated numbers"),
+        ("x0,x1,label\n0.5,1.0,0\n0.1,nan,1\n", r"X has 1 non-finite values \(the first at row 3, column 2 \('x1'\): nan\)"),
+        ("0.5,1.0,0\n0.1,inf,1\n", r"the first at row 2, column 2: inf"),
+        ("0.5,1.0,0\n0.1,0.2,1.5\n", r"row 2, column 3: label '1.5' is not a whole number"),
+        ("0.5,1.0,0\n0.1,0.2\n", r"data.csv: row 2 has 2 columns; expected 3, like row 1"),
         ("", r"data.csv: the file is empty"),
     ],
     ids=["nan", "inf", "fractional-label", "ragged", "empty"],
 )
 def test_train_rejects_bad_data_files(capsys, tmp_path, content, message):
     (tmp_path / "data.csv").write_text(content)
-    code, _, err = main(capsys, "train", "--data", str(tmp_path / "data.csv"))
-    assert code == 2 and re.search(message, err), err
+    code, out, err = main(capsys, "train", "--data", str(tmp_path / "data.csv"))
+    assert code == 2 and re.search(message, err) and err.count("\n") == 1 and out == "", err

@@ -326,7 +326,8 @@ def test_files_round_trip_the_arrays(tmp_path):
     np.savetxt(tmp_path / "plain.csv", np.c_[X, y], delimiter=",")
     for name in ("d.npz", "d.csv", "plain.csv"):
         data = D.load(str(tmp_path / name))
-        assert (data.name, data.n_classes) == (str(tmp_path / name), 3)
+        assert (data.name, data.n_classes, data.classes) == (str(tmp_path / name), 3, None)
+        assert data.features == (("a", "b", "c") if name == "d.csv" else None)
         np.testing.assert_array_equal(data.X, X.astype(np.float32))
         np.testing.assert_array_equal(data.y, y)
 
@@ -342,16 +343,164 @@ def test_file_errors(tmp_path):
         ("noy.npz", r"noy.npz: no array named y; expected arrays X \(n, d\) and y \(n,\).*it holds X"),
         ("objects.npz", r"objects.npz: not a readable .npz of numeric arrays \(Object arrays cannot be loaded"),
         ("shapes.npz", r"X has shape \(3, 2\) and y has shape \(4,\); expected X of shape \(n, d\)"),
-        ("negative.npz", r"label -1 in row 1 is not a class index"),
+        ("negative.npz", r"label -1 in row 2 is not a class index"),
         ("junk.npz", r"junk.npz: not a readable .npz"),
-        ("text.csv", r"text.csv: .*four.*expected comma-separated numbers, the label last"),
+        ("text.csv", r"text.csv: row 2, column 2: 'four' is not a number; expected numeric features"),
         ("missing.csv", r"No such file"),
     ]
     for name, message in cases:
         with pytest.raises((ValueError, OSError), match=message):
             D.load(str(tmp_path / name))
-    with pytest.raises(TypeError, match="a dataset read from a file takes no arguments, got n"):
-        D.load(str(tmp_path / "noy.npz"), n=3)
+    with pytest.raises(TypeError, match=r"load: a dataset read from a file takes only task and n_features \(see from_file\), got n$"):
+        D.load(str(tmp_path / "noy.npz"), n=3, task="regression")
+
+
+def csv_file(tmp_path, text, name="data.csv"):
+    """The path (str) of a new file `name` in tmp_path holding `text`."""
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("sep", [",", ";", "\t"], ids=["comma", "semicolon", "tab"])
+def test_csv_delimiters_and_quoted_fields(tmp_path, sep):
+    # the quoted header name holds the delimiter itself
+    text = f'"x{sep}1"{sep}x2{sep}label\n1.5{sep}"2"{sep}"cat"\n-3{sep}4e1{sep}dog\n'
+    data = D.from_file(csv_file(tmp_path, text))
+    assert (data.features, data.classes) == ((f"x{sep}1", "x2"), ("cat", "dog"))
+    np.testing.assert_array_equal(data.X, [[1.5, 2], [-3, 40]])
+    np.testing.assert_array_equal(data.y, [0, 1])
+
+
+@pytest.mark.parametrize("text,features", [
+    ("x,label\n1.5,cat\n2,dog\n", ("x",)),  # a header over text labels
+    ("1.5,cat\n2,dog\n", None),  # text labels alone make no header
+    ("a,b,label\n1,2,0\n3,4,1\n", ("a", "b")),
+    (",a,label\n0,1,cat\n1,2,dog\n", ("", "a")),  # pandas' index column has no name
+], ids=["header-text-labels", "no-header-text-labels", "header-numbers", "header-unnamed-column"])
+def test_csv_header_is_a_first_line_with_text_features(tmp_path, text, features):
+    data = D.from_file(csv_file(tmp_path, text))
+    assert data.features == features and data.X.shape[0] == 2
+
+
+def test_csv_text_labels_become_classes_sorted_as_text(tmp_path):
+    data = D.from_file(csv_file(tmp_path, "5.1,virginica\n4.9,setosa\n6.0, versicolor\n5.0,setosa\n"))
+    assert (data.n_classes, data.classes) == (3, ("setosa", "versicolor", "virginica"))
+    assert data.y.dtype == jnp.int32
+    np.testing.assert_array_equal(data.y, [2, 0, 1, 0])
+    assert repr(data).endswith("n=4, d=1, n_classes=3, classes=('setosa', 'versicolor', 'virginica'))")
+
+
+def test_csv_negative_whole_labels_become_classes_sorted_as_numbers(tmp_path):
+    # -1 < +1 as numbers (as text "+1" < "-1"); each named as first written, "-1.0" is "-1"
+    data = D.from_file(csv_file(tmp_path, "0.5,+1\n0.1,-1\n0.2,1\n0.3,-1.0\n"))
+    assert (data.n_classes, data.classes) == (2, ("-1", "+1"))
+    np.testing.assert_array_equal(data.y, [1, 0, 1, 0])
+
+
+def test_csv_real_valued_targets_need_task_regression(tmp_path):
+    path = csv_file(tmp_path, "x,target\n1,0\n\n2,-0.5\n")
+    with pytest.raises(ValueError, match=re.escape(
+            f"{path}: row 4, column 2 ('target'): label '-0.5' is not a whole number, so not a class; for "
+            "real-valued targets use task='regression' (in the CLI: --loss mean_squared_error)")):
+        D.from_file(path)
+    data = D.from_file(path, task="regression")
+    assert (data.n_classes, data.classes, data.features, data.y.dtype) == (None, None, ("x",), jnp.float32)
+    np.testing.assert_array_equal(data.y, [0, -0.5])
+    assert repr(data) == f"Dataset(name={path!r}, n=2, d=1, task='regression')"
+
+
+@pytest.mark.parametrize("text,kwargs,message", [
+    # a blank line (row 3) before each bad row: rows are the file's lines, counted from 1
+    ("x,age,label\n1,2,0\n\n3,abc,1\n", {}, r"row 4, column 2 \('age'\): 'abc' is not a number; expected numeric features$"),
+    ('"x\ny",age,label\n1,abc,0\n', {}, r"row 3, column 2 \('age'\): 'abc'"),  # a quoted header spans rows 1-2
+    ("x,age,label\n1,2,0\n\n3,nan,1\n4,inf,0\n", {},
+     r"X has 2 non-finite values \(the first at row 4, column 2 \('age'\): nan\); clean or impute them$"),
+    ("1,2,0\n1e39,2,0\n", {}, r"X has 1 non-finite values \(the first at row 2, column 1: 1e\+39, beyond float32's range\)"),
+    ("x,age,label\n1,2,0\n\n3,1\n", {}, r"row 4 has 2 columns; expected 3, like row 1$"),
+    ("1,2,0\n\n3,4,\n", {}, r"row 3, column 3: the label is empty; expected a label in every row$"),
+    ("x,price\n1,2\n\n3,cheap\n", {"task": "regression"},
+     r"row 4, column 2 \('price'\): target 'cheap' is not a finite number; task='regression' needs real-valued targets$"),
+    ("x,label\n\n", {}, r"only a header \(row 1\); expected rows of data below it$"),
+    ("1\n2\n", {}, r"rows have 1 column; expected features then a label, separated by ',', ';' or tabs$"),
+    ("1,2,3,4\n", {"n_features": 2}, r"rows have 4 columns; expected 2 features, then optionally the label$"),
+], ids=["not-a-number", "multiline-header", "non-finite", "beyond-float32", "ragged", "empty-label",
+        "regression-target", "header-only", "one-column", "n_features-width"])
+def test_csv_errors_name_row_and_column_from_1(tmp_path, text, kwargs, message):
+    path = csv_file(tmp_path, text)
+    with pytest.raises(ValueError, match=f"^{re.escape(path)}: {message}"):
+        D.from_file(path, **kwargs)
+
+
+def test_csv_n_features_reads_rows_with_or_without_the_label(tmp_path):
+    new = D.load(csv_file(tmp_path, "a,b\n1,2\n3,4\n"), n_features=2)
+    assert (new.y, new.n_classes, new.features) == (None, None, ("a", "b"))
+    assert repr(new).endswith("n=2, d=2, y=None)")
+    np.testing.assert_array_equal(new.X, [[1, 2], [3, 4]])
+    labelled = D.load(csv_file(tmp_path, "1,2,cat\n3,4,dog\n"), n_features=2)
+    assert (labelled.classes, labelled.features) == (("cat", "dog"), None)
+    one = D.from_file(csv_file(tmp_path, "x\n7\n8\n"), n_features=1)
+    assert (one.y, one.features, one.X.shape) == (None, ("x",), (2, 1))
+
+
+def test_npz_regression_unlabelled_and_errors_from_1(tmp_path):
+    X = np.arange(6.0).reshape(3, 2)
+    np.savez(tmp_path / "r.npz", X=X, y=np.array([0.5, -2, 3]))
+    data = D.from_file(tmp_path / "r.npz", task="regression")
+    assert (data.n_classes, data.y.dtype) == (None, jnp.float32)
+    np.testing.assert_array_equal(data.y, [0.5, -2, 3])
+    np.savez(tmp_path / "x.npz", X=X)
+    assert D.from_file(tmp_path / "x.npz", n_features=2).y is None
+    np.savez(tmp_path / "nan.npz", X=np.where(X == 2, np.nan, X), y=np.zeros(3))
+    np.savez(tmp_path / "nan_y.npz", X=X, y=np.array([1.0, 2, np.nan]))
+    cases = [
+        ("r.npz", {}, r"label 0.5 in row 1 is not a class index; expected whole numbers 0, 1, ... in array y \(for real-valued targets, task='regression'\)"),
+        ("x.npz", {"n_features": 3}, r"X has shape \(3, 2\), 2 features; expected n_features=3$"),
+        ("x.npz", {}, r"no array named y; .*\(pass n_features to read X without y\)$"),
+        ("nan.npz", {}, r"X has 1 non-finite values \(the first at row 2, column 1: nan\)"),
+        ("nan_y.npz", {"task": "regression"}, r"y has 1 non-finite targets \(the first in row 3: nan\); task='regression'"),
+    ]
+    for name, kwargs, message in cases:
+        with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / name))}: {message}"):
+            D.from_file(tmp_path / name, **kwargs)
+
+
+def test_from_file_checks_task_and_n_features(tmp_path):
+    path = csv_file(tmp_path, "1,0\n")
+    with pytest.raises(ValueError, match="^from_file: task must be one of 'classification', 'regression', got 'regresion'$"):
+        D.load(path, task="regresion")
+    for n in (0, 2.0, True):
+        with pytest.raises(ValueError, match=rf"^from_file: n_features must be None or an int ≥ 1 \(the number of features\), got {n!r}$"):
+            D.from_file(path, n_features=n)
+
+
+def test_dataset_checks_targets_and_names():
+    X, y, t = jnp.zeros((3, 2), jnp.float32), jnp.zeros(3, jnp.int32), jnp.array([0.5, -1, 2], jnp.float32)
+    assert repr(D.Dataset(X, y, "toy", 2, ("cat", "dog"), ("a", "b"))) == \
+        "Dataset(name='toy', n=3, d=2, n_classes=2, classes=('cat', 'dog'))"
+    assert repr(D.Dataset(X, t, "toy", None)) == "Dataset(name='toy', n=3, d=2, task='regression')"
+    assert repr(D.Dataset(X, None, "toy", None)) == "Dataset(name='toy', n=3, d=2, y=None)"
+    cases = [
+        (lambda: D.Dataset(X, y, "toy", 2, ("cat",)), ValueError,
+         r"classes=\('cat',\); expected None or a tuple of 2 distinct str, classes\[i\] the name of class index i$"),
+        (lambda: D.Dataset(X, y, "toy", 2, ("cat", "cat")), ValueError, r"classes=\('cat', 'cat'\); expected"),
+        (lambda: D.Dataset(X, y, "toy", 2, ["cat", "dog"]), ValueError, r"classes=\['cat', 'dog'\]; expected"),
+        (lambda: D.Dataset(X, y, "toy", 2, features=("a",)), ValueError,
+         r"features=\('a',\); expected None or a tuple of 2 str, one name per column of X$"),
+        (lambda: D.Dataset(X, t, "toy", None, ("cat", "dog")), ValueError,
+         r"classes=\('cat', 'dog'\) but n_classes=None \(regression\); expected classes=None$"),
+        (lambda: D.Dataset(X, y, "toy", None), TypeError,
+         r"X is float32 and y is int32; expected float32 features and, with n_classes=None \(regression\), "
+         r"float32 targets; for class indices pass n_classes$"),
+        (lambda: D.Dataset(X, t.at[1].set(jnp.inf), "toy", None), ValueError,
+         r"y has 1 non-finite targets \(the first y\[1\] = inf\); expected finite real-valued targets$"),
+        (lambda: D.Dataset(X, None, "toy", 2), ValueError,
+         r"y is None \(no labels\) but n_classes=2 and classes=None; expected both None for unlabelled data$"),
+        (lambda: D.Dataset(X[:, 0], None, "toy", None), ValueError, r"X has shape \(3,\); expected X of shape \(n, d\)$"),
+    ]
+    for make, error, message in cases:
+        with pytest.raises(error, match=f"^Dataset 'toy': {message}"):
+            make()
 
 
 # ---------- split ----------
@@ -447,6 +596,8 @@ def test_split_errors():
         D.split(X, KEY)
     with pytest.raises(TypeError, match="split: expected a JAX random key"):
         D.split((X, y), 0)
+    with pytest.raises(ValueError, match=r"^split: dataset 'new.csv' has no labels \(y=None\); expected labelled data$"):
+        D.split(D.Dataset(X, None, "new.csv", None), KEY)
 
 
 # ---------- standardize ----------

@@ -124,7 +124,8 @@ from fnnet import cli
 for devices in (["--devices", "4"], []):
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = cli.main(["train", "--data", "moons", "--hidden", "8", "--epochs", "2", "--json", *devices])
+        code = cli.main(["train", "--data", "moons", "--hidden", "8", "--epochs", "2", "--batch-size", "28",
+                         "--json", *devices])
     results["cli"].append({"code": code, "results": json.loads(out.getvalue())})
 print(json.dumps(results))
 """

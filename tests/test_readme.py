@@ -23,7 +23,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_main_command_trains_with_gradient_verification():
     main = next(c for c in _commands() if "pytest" not in c)
-    assert main.endswith("fnnet train --data digits") and '".[data]"' in main
+    assert main.endswith("fnnet train --data digits") and '".[data,progress]"' in main
 
 
 def test_quickstart_runs_and_its_claim_holds():

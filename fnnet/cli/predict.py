@@ -6,6 +6,7 @@ label it had in the training file (or the value, for regression). When the rows 
 labels, the loss and accuracy on them go to stderr.
 """
 
+import argparse
 import json
 import sys
 
@@ -13,7 +14,6 @@ import numpy as np
 
 from fnnet import datasets, losses
 from fnnet.checkpoint import load
-from fnnet.cli.flags import dataset_name
 from fnnet.inference import evaluate, predict
 
 
@@ -24,9 +24,8 @@ def add_parser(commands):
                     "checkpoint's standardisation and network, and print one prediction per row.")
     command.add_argument("--checkpoint", required=True, metavar="FILE",
                          help="a .fnnet file written by fnnet train --save, e.g. run/best.fnnet")
-    command.add_argument("--data", required=True, type=dataset_name, metavar="FILE|NAME",
-                         help="a .csv or .npz file with the training features (the label column optional), "
-                              "or a dataset name")
+    command.add_argument("--data", required=True, type=_data_file, metavar="FILE",
+                         help="a .csv or .npz file with the training features (the label column optional)")
     command.add_argument("--json", action="store_true",
                          help="print a JSON list, one object per row: the label and each class's probability "
                               "(or the value, for regression)")
@@ -46,9 +45,7 @@ def run(args, parser) -> int:
         described, loss = meta["data"], losses.get(meta["resolved"]["loss"])
         regression = described["task"] == "regression"
         d = described["d"]
-        is_file = args.data.endswith(datasets.FILE_SUFFIXES)
-        options = {"n_features": d, "task": described["task"]} if is_file else {}
-        data = datasets.load(args.data, None, **options) if is_file else datasets.load(args.data)
+        data = datasets.from_file(args.data, task=described["task"], n_features=d)
         if data.X.shape[1] != d:
             raise ValueError(f"--data {args.data}: rows have {data.X.shape[1]} features; the checkpoint "
                              f"was trained on {d}")
@@ -79,6 +76,12 @@ def run(args, parser) -> int:
         print(f"{args.data}: {len(X)} labelled rows: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
               file=sys.stderr)
     return 0
+
+
+def _data_file(text):
+    if text.endswith(datasets.FILE_SUFFIXES):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a {' or '.join(datasets.FILE_SUFFIXES)} file, got {text!r}")
 
 
 def _check_features(source, now, then):

@@ -5,21 +5,35 @@ from fnnet.backprop import backprop
 from fnnet.checkpoint import Checkpoint, load, save
 from fnnet.gradcheck import GradCheckReport, check_grads
 from fnnet.inference import evaluate, predict
-from fnnet.layers import Activation, Dense
+from fnnet.layercheck import check_layer, check_layers
+from fnnet.layers import (Activation, AvgPool2D, BatchNorm, Dense, Dropout, Flatten, GlobalAvgPool2D, LayerNorm,
+                          MaxPool2D, Reshape, Residual, Sequential)
 from fnnet.network import Network, mlp
 from fnnet.train import DivergenceError, RecompileWarning, fit, fit_ensemble, per_example_grads, train_step
 
 __all__ = [
     "Activation",
+    "AvgPool2D",
+    "BatchNorm",
     "Checkpoint",
     "Dense",
     "DivergenceError",
+    "Dropout",
+    "Flatten",
+    "GlobalAvgPool2D",
     "GradCheckReport",
+    "LayerNorm",
+    "MaxPool2D",
     "Network",
     "RecompileWarning",
+    "Reshape",
+    "Residual",
+    "Sequential",
     "activations",
     "backprop",
     "check_grads",
+    "check_layer",
+    "check_layers",
     "datasets",
     "evaluate",
     "fit",

@@ -15,6 +15,7 @@ middle of `save` leaves the previous checkpoint intact.
 """
 
 import dataclasses
+import inspect
 import io
 import json
 import os
@@ -30,7 +31,9 @@ from fnnet._checks import tree_mismatch
 from fnnet.network import Network
 
 FORMAT = "fnnet-checkpoint"
-VERSION = 1
+VERSION = 2
+"""The format written for a network with state; without, version 1, as before state existed."""
+READS = (1, 2)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -42,15 +45,17 @@ class Checkpoint:
       opt_state: the optimizer state (None unless saved and `optimizer` given).
       net: the `Network` rebuilt from its description (None if none was saved).
       metadata: the JSON metadata saved with it (a dict).
+      state: the network's state (BatchNorm's running statistics), None if none was saved.
     """
 
     params: object
     opt_state: object
     net: "Network | None"
     metadata: dict
+    state: object = None
 
 
-def save(path, params, opt_state=None, *, net: "Network | None" = None, metadata=None) -> None:
+def save(path, params, opt_state=None, *, net: "Network | None" = None, metadata=None, state=None) -> None:
     """Write a checkpoint to `path` atomically (see the module docstring).
 
     Args:
@@ -62,17 +67,24 @@ def save(path, params, opt_state=None, *, net: "Network | None" = None, metadata
       metadata: optional dict of JSON values (epoch, metrics, ...), numpy scalars
         (saved as Python numbers) and arrays, JAX or numpy (saved as arrays, bit-exact,
         and loaded as JAX arrays), nested in dicts and lists.
+      state: the network's state, for a network with one (BatchNorm).
     """
     if net is not None:
         net.check_params(params)
+        net.check_state(state)
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"save: metadata must be a dict, got {type(metadata).__name__}")
     arrays = {}
-    manifest = {"format": FORMAT, "version": VERSION, "metadata": _metadata_to_json(metadata or {}, arrays)}
+    # Version 1 when there is no state: the same bytes as before state existed.
+    version = VERSION if state is not None else 1
+    manifest = {"format": FORMAT, "version": version, "metadata": _metadata_to_json(metadata or {}, arrays)}
     manifest["params"] = _encode_tree(params, arrays, "params")
     manifest["params_structure"] = _structure(params, "params")
     if opt_state is not None:
         manifest["opt_state"] = _encode_tree(opt_state, arrays, "opt_state")
+    if state is not None:
+        manifest["state"] = _encode_tree(state, arrays, "state")
+        manifest["state_structure"] = _structure(state, "state")
     if net is not None:
         manifest["net"] = network_to_json(net)
 
@@ -123,9 +135,9 @@ def load(path, *, net: "Network | None" = None, optimizer=None) -> Checkpoint:
             manifest = json.loads(archive.read("manifest.json"))
             if manifest.get("format") != FORMAT:
                 raise ValueError(f"{path}: not an fnnet checkpoint (format {manifest.get('format')!r})")
-            if manifest.get("version") != VERSION:
+            if manifest.get("version") not in READS:
                 raise ValueError(f"{path}: checkpoint version {manifest.get('version')}; this fnnet "
-                                 f"reads version {VERSION}")
+                                 f"reads versions {', '.join(map(str, READS))}")
             leaves = {name: _read_array(archive, name) for name in archive.namelist()
                       if name != "manifest.json"}
     except (zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError, OSError) as e:
@@ -140,11 +152,20 @@ def load(path, *, net: "Network | None" = None, optimizer=None) -> Checkpoint:
         if saved_net is not None and saved_net != net:
             raise ValueError(f"{path}: saved for a different network:\n{saved_net}\nbut got\n{net}")
         net.check_params(params)
+    state = None
+    if "state" in manifest:
+        state = _decode_structure(manifest["state_structure"], _decode_leaves(manifest["state"], leaves, path))
+    net = saved_net if saved_net is not None else net
+    if net is not None:
+        try:
+            net.check_state(state)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     opt_state = None
     if "opt_state" in manifest and optimizer is not None:
         opt_state = _restore_opt_state(manifest["opt_state"], leaves, optimizer, params, path)
-    return Checkpoint(params, opt_state, saved_net if saved_net is not None else net,
-                      _metadata_from_json(manifest.get("metadata", {}), leaves, path))
+    return Checkpoint(params, opt_state, net, _metadata_from_json(manifest.get("metadata", {}), leaves, path),
+                      state)
 
 
 _ARRAY = "__fnnet_array__"
@@ -317,7 +338,10 @@ def _from_json(value):
             raise ValueError(f"unknown layer type {value['type']!r} in the checkpoint's network "
                              f"description; known: {', '.join(sorted(layers.TYPES))} (register a "
                              f"layer class of yours with @fnnet.layers.register before loading)")
-        return layers.TYPES[value["type"]](**{k: _from_json(v) for k, v in value.items() if k != "type"})
+        cls = layers.TYPES[value["type"]]
+        fields = {k: _from_json(v) for k, v in value.items() if k != "type"}
+        star = [p.name for p in inspect.signature(cls).parameters.values() if p.kind is p.VAR_POSITIONAL]
+        return cls(*fields.pop(star[0]), **fields) if star else cls(**fields)  # Sequential(*layers)
     if isinstance(value, dict):
         return activations.get(value["name"]).replace(**value["params"])
     return value  # numbers, and names (of initializers too) that the layer's __init__ resolves

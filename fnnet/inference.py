@@ -23,7 +23,7 @@ from fnnet.train.step import metric_names, per_example_metrics
 OUTPUTS = ("logits", "probabilities", "labels")
 
 
-def predict(net: Network, params, X, *, loss=None, output="logits", batch_size=1024) -> np.ndarray:
+def predict(net: Network, params, X, *, loss=None, output="logits", batch_size=1024, state=None) -> np.ndarray:
     """The network's predictions for every row of X, as a numpy array.
 
     Args:
@@ -36,6 +36,9 @@ def predict(net: Network, params, X, *, loss=None, output="logits", batch_size=1
         the softmax losses), `(n, *out_shape)`; `"labels"` — the predicted integer
         class labels, `(n,)` (`(n, k)` for k independent binary outputs).
       batch_size: rows per compiled forward pass.
+      state: the network's state, if it has one (BatchNorm's running statistics).
+
+    Evaluation mode: running statistics, no dropout.
     """
     loss = None if loss is None else losses_lib.get(loss)
     if output not in OUTPUTS:
@@ -48,13 +51,13 @@ def predict(net: Network, params, X, *, loss=None, output="logits", batch_size=1
             raise ValueError(
                 f"predict: output={output!r} needs a classification loss that says what the outputs "
                 f"mean (loss='bce' or a softmax loss); got loss={loss!r}: use output='logits'")
-    net.check(params, X)
+    net.check(params, X, state=state)
     run = _forward(net, transform)
-    return np.concatenate([np.asarray(run(params, Xb))[:rows]
+    return np.concatenate([np.asarray(run(params, state, Xb))[:rows]
                            for Xb, _, rows in _batches(X, None, batch_size, "predict")])
 
 
-def evaluate(net: Network, params, data, loss, *, batch_size=1024, metrics=None) -> dict:
+def evaluate(net: Network, params, data, loss, *, batch_size=1024, metrics=None, state=None) -> dict:
     """The loss's metrics on a whole data set: `{"loss": L, "accuracy": a}` as Python floats.
 
     Each is the mean over all n examples of the per-example values, exactly as on one
@@ -67,13 +70,14 @@ def evaluate(net: Network, params, data, loss, *, batch_size=1024, metrics=None)
       batch_size: rows per compiled forward pass.
       metrics: names, from "loss" and (for classification losses) "accuracy";
         default: all of them.
+      state: the network's state, if it has one. Evaluation mode, as `predict`.
     """
     loss = losses_lib.get(loss)
     names = metric_names("evaluate", loss, metrics)
     X, y = data
-    net.check(params, X, y, loss)
+    net.check(params, X, y, loss, state=state)
     run = _sums(net, loss, names)
-    total = sum(np.asarray(run(params, Xb, yb, jnp.arange(len(Xb)) < rows), np.float64)
+    total = sum(np.asarray(run(params, state, Xb, yb, jnp.arange(len(Xb)) < rows), np.float64)
                 for Xb, yb, rows in _batches(X, y, batch_size, "evaluate"))
     return {name: float(value) / len(X) for name, value in zip(names, total)}
 
@@ -94,15 +98,18 @@ def _batches(X, y, batch_size, where):
 
 @functools.lru_cache(maxsize=64)
 def _forward(net, transform):
-    """`jit` of `transform(net.apply(params, X))` (of the logits alone if `transform` is None)."""
-    if transform is None:
-        return jax.jit(net.apply)
-    return jax.jit(lambda params, X: transform(net.apply(params, X)))
+    """`jit` of `transform` of the outputs `(params, state, X) -> ...` in evaluation mode (the
+    logits alone if `transform` is None)."""
+    def forward(params, state, X):
+        out = net.run(params, state, X, None, False)[0]
+        return out if transform is None else transform(out)
+    return jax.jit(forward)
 
 
 @functools.lru_cache(maxsize=64)
 def _sums(net, loss, names):
-    """`(params, X, y, mask) -> (len(names),)` sums of the per-example metrics where `mask`."""
-    def sums(params, X, y, mask):
-        return jnp.where(mask[:, None], per_example_metrics(loss, names, net.apply(params, X), y), 0).sum(axis=0)
+    """`(params, state, X, y, mask) -> (len(names),)` sums of the per-example metrics where `mask`."""
+    def sums(params, state, X, y, mask):
+        out = net.run(params, state, X, None, False)[0]
+        return jnp.where(mask[:, None], per_example_metrics(loss, names, out, y), 0).sum(axis=0)
     return jax.jit(sums)

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from fnnet import activations
 from fnnet._checks import as_array, check_key, is_int, tree_mismatch
-from fnnet.layers import Dense, Layer
+from fnnet.layers import Dense, Layer, Residual, Sequential
+from fnnet.layers.combinators import _in_shapes
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,16 @@ class Network:
 
     `init(key)` returns the parameters: a list with one entry per layer (a dict
     `{"W": (n_in, n_out), "b": (n_out,)}` for a Dense layer, `{}` for a layer
-    without parameters). `apply(params, x)` maps `x` of shape `(batch, *in_shape)`
-    to `(batch, *out_shape)`. Both are pure; `fnnet.backprop` differentiates.
+    without parameters, a nested list or dict for `Sequential` and `Residual`).
+    `apply(params, x)` maps `x` of shape `(batch, *in_shape)` to `(batch, *out_shape)`.
+    Both are pure; `fnnet.backprop` differentiates.
+
+    State and randomness. A network with a `BatchNorm` has state, the running
+    statistics: `net.init_state()` makes it, and `apply`, `forward` and `backprop`
+    take `state=` and return the new state last (`apply` gives `(y, state)`); the
+    optimizer never sees it. A network with a `Dropout` takes `key=` in training
+    (`train=True`, a static bool). A network with neither (an MLP, a plain CNN) is
+    used exactly as before: the same calls, the same returns.
 
     >>> net = Network((2,), (Dense(4, "relu"), Dense(1)))
     >>> params = net.init(jax.random.key(0))
@@ -40,7 +49,10 @@ class Network:
             raise ValueError(f"Network: in_shape must be positive ints, e.g. (2,); got {self.in_shape!r}")
         object.__setattr__(self, "in_shape", in_shape)
         object.__setattr__(self, "layers", tuple(self.layers))
-        self._shapes  # build now: a layer that rejects its input shape fails here, not later
+        try:
+            self._shapes  # build now: a layer that rejects its input shape fails here, not later
+        except ValueError as e:  # raised while JAX traced the shapes: without JAX's note on frames
+            raise ValueError(str(e).split("\n--------------------\n")[0]) from None
 
     def init(self, key, dtype=jnp.float32) -> list:
         """Fresh parameters from `key` (a `jax.random.key`), leaves of `dtype`."""
@@ -51,47 +63,88 @@ class Network:
                 f"would make float32 instead); turn it on first with jax.config.update('jax_enable_x64', "
                 f"True), or work inside `with jax.enable_x64():`"
             )
-        return _init_layers(self, key, dtype)[0]
+        return self._init(key, dtype)
+
+    def _init(self, key, dtype):
+        try:
+            return self.root.init(key, self.in_shape, dtype)[0]
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: layer {e}") from None
+
+    @functools.cached_property
+    def root(self) -> Sequential:
+        """The network as one layer: `Sequential(*layers)`."""
+        return Sequential(*self.layers)
+
+    def init_state(self, dtype=jnp.float32) -> list:
+        """The initial state (BatchNorm's running statistics), one entry per layer like params:
+        a tree without leaves for a network without state."""
+        return self.root.init_state(self.in_shape, dtype)
+
+    @functools.cached_property
+    def has_state(self) -> bool:
+        """Whether the network keeps state (a BatchNorm): then its calls take and return it."""
+        return bool(jax.tree.leaves(self._shapes[2]))
 
     @functools.cached_property
     def _shapes(self):
-        """(abstract params, per-layer output shapes), computed once without FLOPs."""
-        out_shapes = []
-
-        def init(key):
-            params, shapes = _init_layers(self, key, jnp.float32)
-            out_shapes.extend(shapes)
-            return params
-
-        params = jax.eval_shape(init, jax.random.key(0))
-        return params, tuple(out_shapes)
+        """(abstract params, per-layer output shapes, abstract state), computed once without FLOPs."""
+        params = jax.eval_shape(lambda key: self._init(key, jnp.float32), jax.random.key(0))
+        state = jax.eval_shape(self.init_state)
+        return params, _in_shapes(self.layers, self.in_shape)[1:], state
 
     @property
     def out_shape(self) -> tuple[int, ...]:
         """Shape of one example's output, without the batch axis."""
         return self._shapes[1][-1] if self.layers else self.in_shape
 
-    def forward(self, params, x):
-        """Output `(batch, *out_shape)` and one cache per layer, for backward."""
+    def forward(self, params, x, *, state=None, key=None, train=False):
+        """Output `(batch, *out_shape)` and one cache per layer, for backward; and the new
+        state last if the network has state."""
         x = as_array(x)
-        self.check(params, x)
-        caches = []
-        for layer, p in zip(self.layers, params):
-            x, cache = layer.forward(p, x)
-            caches.append(cache)
-        return x, caches
+        self.check(params, x, state=state)
+        y, caches, new_state = self.run(params, state, x, key, train)
+        return (y, caches, new_state) if self.has_state else (y, caches)
 
-    def apply(self, params, x):
-        """Output of shape `(batch, *out_shape)` for `x` of shape `(batch, *in_shape)`."""
-        return self.forward(params, x)[0]
+    def apply(self, params, x, *, state=None, key=None, train=False):
+        """Output of shape `(batch, *out_shape)` for `x` of shape `(batch, *in_shape)`; with
+        state, `(y, new_state)` (in evaluation, `train=False`, the state comes back unchanged)."""
+        out = self.forward(params, x, state=state, key=key, train=train)
+        return (out[0], out[2]) if self.has_state else out[0]
 
-    def check(self, params, x, y=None, loss=None):
-        """Raise a ValueError naming the mismatch if `params`, `x` (or `y` for `loss`) do not fit.
+    def run(self, params, state, x, key, train):
+        """`(y, caches, state)` without checks, whatever the network (pure; not jitted); a
+        network without state hands back the `state` it was given (None) as it is."""
+        if self.has_state:
+            return self.root._run(params, state, x, key, train)
+        y, caches, _ = self.root._run(params, self._shapes[2], x, key, train)  # a tree without leaves
+        return y, caches, state
+
+    def check(self, params, x, y=None, loss=None, *, state=None):
+        """Raise a ValueError naming the mismatch if `params`, `x` (or `y` for `loss`), or
+        `state` do not fit.
 
         Looks only at tree structure and shapes, so it runs (once) while tracing too.
         """
         self.check_params(params)
+        self.check_state(state)
         self.check_data(x, y, loss)
+
+    def check_state(self, state):
+        """Raise a ValueError if `state` is not this network's (None is fine without state)."""
+        if not self.has_state:
+            if state is not None and jax.tree.leaves(state):
+                raise ValueError(f"state= was given, but this network keeps no state (it has no BatchNorm); "
+                                 f"drop state=")
+            return
+        if state is None:
+            raise ValueError("this network keeps state (a BatchNorm's running statistics): pass "
+                             "state=net.init_state() at first, then the state each call returns")
+        mismatch = tree_mismatch(state, self._shapes[2])
+        if mismatch is not None:
+            where = "" if mismatch.path is None else f"state{jax.tree_util.keystr(mismatch.path)}: "
+            raise ValueError(f"state does not fit this network (state from another network?): {where}"
+                             f"{mismatch.detail}; expected the structure of net.init_state()")
 
     def check_data(self, x, y=None, loss=None):
         """Raise a ValueError if `x` does not fit the input, or `y` the output under `loss`."""
@@ -109,7 +162,7 @@ class Network:
 
     def check_params(self, params):
         """Raise a ValueError naming the first leaf of `params` that does not fit."""
-        expected, _ = self._shapes
+        expected = self._shapes[0]
         mismatch = tree_mismatch(params, expected)
         if mismatch is None:
             return
@@ -129,27 +182,41 @@ class Network:
         return f"Network(in_shape={self.in_shape}, layers=({layers}\n))"
 
     def __str__(self):
-        """A model summary: each layer with its output shape and parameter count (`repr` is
-        the short form that error messages use)."""
-        params, out_shapes = self._shapes
-        counts = [sum(leaf.size for leaf in jax.tree.leaves(p)) for p in params]
+        """A model summary: each layer with its output shape and parameter count, the layers of
+        a `Sequential` or `Residual` indented under it (`repr` is the short form that error
+        messages use)."""
+        params = self._shapes[0]
         rows = [("#", "layer", "output shape", "params"), ("", "input", str(self.in_shape), "")]
-        rows += [(str(i), repr(layer), str(shape), f"{count:,}")
-                 for i, (layer, shape, count) in enumerate(zip(self.layers, out_shapes, counts))]
+        for i, (layer, p, shape) in enumerate(zip(self.layers, params, _in_shapes(self.layers, self.in_shape))):
+            rows += _summary(layer, p, shape, str(i), 0)
         widths = [max(len(row[c]) for row in rows) for c in range(4)]
-        lines = [f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}".rstrip()
+        lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}".rstrip()
                  for r in rows]
-        return "\n".join(lines + [f"{sum(counts):,} parameters"])
+        return "\n".join(lines + [f"{_count(params):,} parameters"])
 
 
-def _init_layers(net: Network, key, dtype):
-    """Params (one entry per layer) and each layer's output shape."""
-    params, shapes, shape = [], [], net.in_shape
-    for layer, k in zip(net.layers, jax.random.split(key, len(net.layers))):
-        p, shape = layer.init(k, shape, dtype)
-        params.append(p)
-        shapes.append(tuple(shape))
-    return params, shapes
+def _count(params) -> int:
+    return sum(leaf.size for leaf in jax.tree.leaves(params))
+
+
+def _summary(layer, params, in_shape, index, depth):
+    """Summary rows `(index, layer, output shape, params)` of `layer` and, indented, its children."""
+    indent = "  " * depth
+    if isinstance(layer, Sequential):
+        shapes = _in_shapes(layer.layers, in_shape)
+        rows = [(index, f"{indent}Sequential", str(shapes[-1]), f"{_count(params):,}")]
+        for i, (child, p, shape) in enumerate(zip(layer.layers, params, shapes)):
+            rows += _summary(child, p, shape, f"{index}.{i}", depth + 1)
+        return rows
+    if isinstance(layer, Residual):
+        out = _in_shapes((layer.block,), in_shape)[-1]
+        rows = [(index, f"{indent}Residual (block + {'shortcut' if layer.shortcut else 'identity'})",
+                 str(out), f"{_count(params):,}")]
+        rows += _summary(layer.block, params["block"], in_shape, f"{index}.block", depth + 1)
+        if layer.shortcut is not None:
+            rows += _summary(layer.shortcut, params["shortcut"], in_shape, f"{index}.shortcut", depth + 1)
+        return rows
+    return [(index, f"{indent}{layer!r}", str(_in_shapes((layer,), in_shape)[-1]), f"{_count(params):,}")]
 
 
 def mlp(sizes, activation="relu", output_activation="identity",

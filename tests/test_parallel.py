@@ -73,7 +73,8 @@ def run(how, mesh, grad):
         fitted, history = fnnet.fit(net, params, (X, y), CE, optimizer, grad=grad, **schedule, **kw)
         jitted = step.jitted()  # the program compiled for this mesh
     with jax.set_mesh(parallel.resolve("test", mesh)):
-        hlo = jitted.lower(*state, *batches[0]).compile().as_text()
+        params_now, opt_state = state
+        hlo = jitted.lower(params_now, None, opt_state, *batches[0], None).compile().as_text()  # no state, no key
     return {
         "devices": mesh.size,
         "step_difference": max_difference(state[0], reference[grad]["step"]),

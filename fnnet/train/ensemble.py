@@ -36,7 +36,8 @@ def fit_ensemble(net: Network, keys, data, loss, optimizer, *, epochs: int, batc
       `(params, history)`: params with a leading model axis of length N, and
       history arrays of shape `(N, epochs)`, plus "diverged_at" `(N,)`: the global
       step at which model i became non-finite (its params are from just before),
-      or −1.
+      or −1. A network with state: `(params, history, state)`, the state with the
+      model axis too.
     """
     loss = losses_lib.get(loss)
     names = metric_names("fit_ensemble", loss, metrics)
@@ -45,7 +46,7 @@ def fit_ensemble(net: Network, keys, data, loss, optimizer, *, epochs: int, batc
     net.check_data(X, y, loss)
     if validation is not None:
         net.check_data(*validation, loss)
-    schedule = check_schedule("fit_ensemble", jnp.shape(X)[0], epochs, batch_size, key)
+    schedule = check_schedule("fit_ensemble", jnp.shape(X)[0], epochs, batch_size, key, net)
     if learning_rates is None:
         check_optimizer(optimizer)
         opt, rates = optimizer, None
@@ -70,8 +71,9 @@ def fit_ensemble(net: Network, keys, data, loss, optimizer, *, epochs: int, batc
         error = locate_divergence(net, loss, opt, grad, schedule, key, data, jax.tree.map(lambda a: a[i], carry),
                                   int(start[i]), min(int(start[i]) + BLOCK, epochs))
         diverged_at[i] = error.epoch * schedule.steps + error.step
-        carry = jax.tree.map(lambda a, b: a.at[i].set(b), carry, Carry(error.params, error.opt_state))
-    return carry.params, history | {"diverged_at": diverged_at}
+        carry = jax.tree.map(lambda a, b: a.at[i].set(b), carry, Carry(error.params, error.opt_state, error.state))
+    history |= {"diverged_at": diverged_at}
+    return (carry.params, history, carry.state) if net.has_state else (carry.params, history)
 
 
 @functools.lru_cache(maxsize=16)
@@ -91,6 +93,7 @@ def _program(net, loss, opt, grad, names, schedule, epochs, dtype, sweep):
         opt_state = opt.init(params)
         if sweep:
             opt_state.hyperparams["learning_rate"] = rate
-        return run(Carry(params, opt_state), key, 0, X, y, validation)
+        state = net.init_state(dtype) if net.has_state else None
+        return run(Carry(params, opt_state, state), key, 0, X, y, validation)
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0 if sweep else None, None, None, None, None)))

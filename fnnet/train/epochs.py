@@ -31,10 +31,12 @@ BLOCK = 16
 
 
 class Carry(NamedTuple):
-    """What the training loop carries from one step to the next."""
+    """What the training loop carries from one step to the next: `state` is the network's
+    (BatchNorm's running statistics), None — no leaves — for a network without."""
 
     params: Any
     opt_state: Any
+    state: Any = None
 
 
 class RecompileWarning(UserWarning):
@@ -46,11 +48,11 @@ class DivergenceError(FloatingPointError):
 
     Attributes:
       epoch, step: where (0-based; `step` counts minibatches within the epoch).
-      params, opt_state: the last finite state, from just before that step.
+      params, opt_state, state: the last finite ones, from just before that step.
       history: the per-epoch history up to the last complete epoch.
     """
 
-    def __init__(self, epoch, step, params, opt_state, history):
+    def __init__(self, epoch, step, params, opt_state, state, history):
         dtype = jax.tree.leaves(params)[0].dtype
         hint = ("float16 underflows below 6e-8, so optimizer constants such as Adam's eps=1e-8 "
                 "become 0: use bfloat16 (float32's range) or e.g. optax.adam(lr, eps=1e-4)"
@@ -60,7 +62,7 @@ class DivergenceError(FloatingPointError):
             f"the last finite parameters are in this error's .params ({hint})"
         )
         self.epoch, self.step = epoch, step
-        self.params, self.opt_state, self.history = params, opt_state, history
+        self.params, self.opt_state, self.state, self.history = params, opt_state, state, history
 
 
 class Schedule(NamedTuple):
@@ -82,10 +84,17 @@ class Schedule(NamedTuple):
             data = jax.tree.map(lambda a: a[order[: self.steps * self.batch_size]], data)
         return jax.tree.map(lambda a: a.reshape(self.steps, self.batch_size, *a.shape[1:]), data)
 
+    def step_keys(self, key, epoch):
+        """`(steps,)` keys for the Dropout of each step of epoch `epoch`: folded from the
+        epoch's shuffle key, which they leave as it is, so shuffling is the same with or
+        without Dropout."""
+        return jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(key, epoch),
+                                                         1 + jnp.arange(self.steps))
+
 
 def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=None, key=None,
         grad="backprop", validation=None, opt_state=None, log_every=None, callback=None,
-        initial_epoch=0, return_opt_state=False, mesh=None, metrics=None):
+        initial_epoch=0, return_opt_state=False, mesh=None, metrics=None, state=None):
     """Train for `epochs` epochs, fused into one compiled `lax.scan` (or a few: see log_every).
 
     Each epoch draws a fresh permutation of the data from `key` on the device and
@@ -124,11 +133,18 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
         per process) are used as they are.
       metrics: the history's metric names, from "loss" and (for classification)
         "accuracy"; default: both.
+      state: for a network with state (BatchNorm), the state to start from
+        (default `net.init_state()`); training updates it and returns it last.
+        With Dropout, `key` is required; each step's masks come from
+        `Schedule.step_keys`, folded from the epoch's shuffle key. Validation runs
+        in evaluation mode (running statistics, no dropout).
 
     Returns:
       `(params, history)` (or `(params, opt_state, history)`): final params and a
       dict of numpy arrays of shape `(epochs,)`: the metrics, each the mean over
-      the epoch's steps, and "val_loss", "val_accuracy" with `validation`.
+      the epoch's steps, and "val_loss", "val_accuracy" with `validation`. A network
+      with state: the final state last, `(params, history, state)` (or `(params,
+      opt_state, history, state)`).
 
     Raises:
       DivergenceError: the loss or params became non-finite; it names the epoch and
@@ -143,10 +159,12 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     names = metric_names("fit", loss, metrics)
     X, y = map(as_array, data)
     validation = None if validation is None else tuple(map(as_array, validation))
-    net.check(params, X, y, loss)
+    if net.has_state and state is None:
+        state = net.init_state(jax.tree.leaves(params)[0].dtype)
+    net.check(params, X, y, loss, state=state)
     if validation is not None:
         net.check_data(*validation, loss)
-    schedule = check_schedule("fit", jnp.shape(X)[0], epochs, batch_size, key)
+    schedule = check_schedule("fit", jnp.shape(X)[0], epochs, batch_size, key, net)
     auto = parallel.resolve("fit", mesh)
     if auto is not None:
         parallel.check_batch("fit", auto, schedule.batch_size)
@@ -162,7 +180,7 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
     elif log_every < epochs:  # every chunk then passes a state, and runs the same program
         opt_state = _init(optimizer)(params)
 
-    carry, key = Carry(params, opt_state), unused_key() if key is None else key
+    carry, key = Carry(params, opt_state, state), unused_key() if key is None else key
     if auto is not None:
         carry, key, X, y, validation = parallel.place((carry, key, X, y, validation), parallel.replicated(auto))
     chunks, done = [], 0
@@ -183,7 +201,8 @@ def fit(net: Network, params, data, loss, optimizer, *, epochs: int, batch_size=
         if callback is not None:
             callback(done, _concat(chunks))
     history = _concat(chunks)
-    return (carry.params, carry.opt_state, history) if return_opt_state else (carry.params, history)
+    out = (carry.params, carry.opt_state, history) if return_opt_state else (carry.params, history)
+    return (*out, carry.state) if net.has_state else out
 
 
 def columns(names, validation) -> tuple:
@@ -207,6 +226,7 @@ def epochs_fn(net, loss, optimizer, grad, names, schedule: Schedule, n_epochs, m
     """
     tracked = columns(names, None)
     update = update_fn(net, loss, optimizer, grad, tracked, vector=True)
+    dropout = net.root.uses_key  # a layer draws from a key: one per step
 
     def run(carry, key, first_epoch, X, y, val):
         X, y, val = cast_floating((X, y, val), jax.tree.leaves(carry.params)[0].dtype)
@@ -214,18 +234,21 @@ def epochs_fn(net, loss, optimizer, grad, names, schedule: Schedule, n_epochs, m
             carry = carry._replace(opt_state=optimizer.init(carry.params))
 
         def step(carry, batch):
+            (Xb, yb), kb = batch
             if mesh is not None:
-                batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharded(mesh))
-            params, opt_state, means = update(*carry, *batch)
-            return Carry(params, opt_state), means
+                Xb, yb = jax.lax.with_sharding_constraint((Xb, yb), parallel.batch_sharded(mesh))
+            params, state, opt_state, means = update(carry.params, carry.state, carry.opt_state, Xb, yb, kb)
+            return Carry(params, opt_state, state), means
 
         def epoch(carry, e):
+            keys = schedule.step_keys(key, e) if dropout else None
             # one step per epoch (full batch): unrolled, no inner loop at all
-            carry, means = jax.lax.scan(step, carry, schedule.batches(key, e, (X, y)),
+            carry, means = jax.lax.scan(step, carry, (schedule.batches(key, e, (X, y)), keys),
                                         unroll=schedule.steps == 1)
             row = means.mean(axis=0)
             if val is not None:
-                row = jnp.concatenate([row, batch_metrics(loss, names, net.apply(carry.params, val[0]), val[1])])
+                out = net.run(carry.params, carry.state, val[0], None, False)[0]  # evaluation mode
+                row = jnp.concatenate([row, batch_metrics(loss, names, out, val[1])])
             return carry, row
 
         def block(state, es):
@@ -308,16 +331,20 @@ def locate_divergence(net, loss, optimizer, grad, schedule, key, data, carry, st
         carry = carry._replace(opt_state=_init(optimizer)(carry.params))
     for epoch in range(start, stop):
         batches = schedule.batches(key, epoch, data)
+        keys = schedule.step_keys(key, epoch) if net.root.uses_key else None
         for i in range(schedule.steps):
-            params, opt_state, m = step(*carry, *jax.tree.map(lambda a: a[i], batches))
-            if not _all_finite((params, opt_state, m["loss"])):
-                return DivergenceError(epoch, i, *carry, None)
-            carry = Carry(params, opt_state)
+            Xb, yb = jax.tree.map(lambda a: a[i], batches)
+            params, state, opt_state, m = step(carry.params, carry.state, carry.opt_state, Xb, yb,
+                                               None if keys is None else keys[i])
+            if not _all_finite((params, state, opt_state, m["loss"])):
+                return DivergenceError(epoch, i, carry.params, carry.opt_state, carry.state, None)
+            carry = Carry(params, opt_state, state)
     raise AssertionError("fit: a block failed its finiteness check, but not when re-run")
 
 
-def check_schedule(where, n, epochs, batch_size, key) -> Schedule:
-    """The validated `Schedule` for `n` examples; `batch_size=None` means full batch."""
+def check_schedule(where, n, epochs, batch_size, key, net=None) -> Schedule:
+    """The validated `Schedule` for `n` examples; `batch_size=None` means full batch. A
+    network with Dropout needs a key, whatever the batch."""
     if not is_int(epochs, 1):
         raise ValueError(f"{where}: epochs must be a positive int, got {epochs!r}")
     batch_size = n if batch_size is None else batch_size
@@ -326,6 +353,9 @@ def check_schedule(where, n, epochs, batch_size, key) -> Schedule:
                          f"got {batch_size!r}")
     if key is not None:
         check_key(where, key)
+    elif net is not None and net.root.uses_key:
+        raise ValueError(f"{where}: the network has Dropout, which draws its masks from a key: pass "
+                         f"key=jax.random.key(...)")
     shuffle = batch_size < n
     if shuffle and key is None:
         raise ValueError(f"{where}: batch_size={batch_size} < {n} examples: pass key=jax.random.key(...) "

@@ -17,6 +17,11 @@ def train_step(net: Network, loss, optimizer: optax.GradientTransformation, grad
                donate=True, mesh=None, metrics=None) -> Callable:
     """A jitted, pure training step `(params, opt_state, X, y) -> (params, opt_state, metrics)`.
 
+    For a network with state (BatchNorm) the step is `step(params, opt_state, X, y,
+    state=state)` and returns the new state last, `(params, opt_state, metrics, state)`;
+    a network with Dropout takes `key=` (a new one each step). Training mode: batch
+    statistics, dropout on.
+
     Args:
       net, loss: the network and the loss (a `Loss` or its name).
       optimizer: any optax `GradientTransformation`; `optax.sgd(α)` is the
@@ -52,7 +57,7 @@ def train_step(net: Network, loss, optimizer: optax.GradientTransformation, grad
     check_optimizer(optimizer)
     names = metric_names("train_step", loss, metrics)
     update = update_fn(net, loss, optimizer, grad, names)
-    donated = (0, 1) if donate else ()
+    donated = (0, 1, 2) if donate else ()  # params, state, opt_state
     plain = jax.jit(update, donate_argnums=donated)
     parallel.resolve("train_step", mesh)  # a bad mesh fails now, not at the first step
     sharded = {}
@@ -61,22 +66,28 @@ def train_step(net: Network, loss, optimizer: optax.GradientTransformation, grad
         """The step compiled for one (Auto) mesh: params replicated, the batch split on "data"."""
         if auto not in sharded:
             replicated, batch = parallel.replicated(auto), parallel.batch_sharded(auto)
-            sharded[auto] = jax.jit(update, in_shardings=(replicated, replicated, batch, batch),
+            sharded[auto] = jax.jit(update, in_shardings=(replicated, replicated, replicated, batch, batch,
+                                                          replicated),
                                     out_shardings=replicated, donate_argnums=donated)
         return sharded[auto]
 
-    def step(params, opt_state, X, y):
+    def step(params, opt_state, X, y, *, state=None, key=None):
         if mesh is None and jax.sharding.get_abstract_mesh().empty:  # no mesh anywhere: the fast path
-            return plain(params, opt_state, X, y)
-        auto = parallel.resolve("train_step", mesh)
-        if auto is None:
-            return plain(params, opt_state, X, y)
-        net.check(params, X, y, loss)  # before any device_put: JAX's own errors are the alternative
-        parallel.check_batch("train_step", auto, jnp.shape(X)[0])
-        params, opt_state = parallel.place((params, opt_state), parallel.replicated(auto))
-        X, y = parallel.place((X, y), parallel.batch_sharded(auto))
-        with jax.set_mesh(auto):
-            return on_mesh(auto)(params, opt_state, X, y)
+            out = plain(params, state, opt_state, X, y, key)
+        else:
+            auto = parallel.resolve("train_step", mesh)
+            if auto is None:
+                out = plain(params, state, opt_state, X, y, key)
+            else:
+                net.check(params, X, y, loss, state=state)  # before any device_put: JAX's errors otherwise
+                parallel.check_batch("train_step", auto, jnp.shape(X)[0])
+                params, state, opt_state, key = parallel.place((params, state, opt_state, key),
+                                                               parallel.replicated(auto))
+                X, y = parallel.place((X, y), parallel.batch_sharded(auto))
+                with jax.set_mesh(auto):
+                    out = on_mesh(auto)(params, state, opt_state, X, y, key)
+        params, state, opt_state, metrics = out
+        return (params, opt_state, metrics, state) if net.has_state else (params, opt_state, metrics)
 
     def jitted(mesh=mesh):
         """The compiled step itself (for `.lower(...)`), for `mesh` or one device."""
@@ -88,16 +99,18 @@ def train_step(net: Network, loss, optimizer: optax.GradientTransformation, grad
 
 
 def update_fn(net, loss, optimizer, grad, names, vector=False) -> Callable:
-    """The pure step `(params, opt_state, X, y) -> (params, opt_state, metrics)`: `metrics` a
-    dict of the named batch means, or with `vector` the `(len(names),)` array of them."""
+    """The pure step `(params, state, opt_state, X, y, key) -> (params, state, opt_state,
+    metrics)`: `metrics` a dict of the named batch means, or with `vector` the
+    `(len(names),)` array of them. `state` and `key` may be None (no BatchNorm, no Dropout)."""
     value_output_grad = value_output_and_grad(net, loss, grad)
 
-    def update(params, opt_state, X, y):
-        (_, out), grads = value_output_grad(params, X, y)  # checks params, X, y when traced
+    def update(params, state, opt_state, X, y, key):
+        _, out, grads, state = value_output_grad(params, state, X, y, key)  # checks when traced
         check_opt_state(opt_state, optimizer, params, "train_step")
         updates, opt_state = optimizer.update(grads, opt_state, params)
         means = batch_metrics(loss, names, out, y)
-        return optax.apply_updates(params, updates), opt_state, means if vector else as_dict(names, means)
+        return (optax.apply_updates(params, updates), state, opt_state,
+                means if vector else as_dict(names, means))
 
     return update
 
@@ -133,11 +146,13 @@ def as_dict(names, means) -> dict:
     return {name: means[i] for i, name in enumerate(names)}
 
 
-def evaluate_metrics(net: Network, loss, params, X, y, names=None) -> dict:
-    """`{"loss": L, "accuracy": a}` on a batch (accuracy only for classification losses)."""
+def evaluate_metrics(net: Network, loss, params, X, y, names=None, *, state=None) -> dict:
+    """`{"loss": L, "accuracy": a}` on a batch (accuracy only for classification losses), in
+    evaluation mode (a BatchNorm's running statistics from `state`, no dropout)."""
     loss = losses_lib.get(loss)
     names = metric_names("metrics", loss, names)
-    return as_dict(names, batch_metrics(loss, names, net.apply(params, X), y))
+    net.check(params, X, state=state)
+    return as_dict(names, batch_metrics(loss, names, net.run(params, state, X, None, False)[0], y))
 
 
 def check_optimizer(optimizer):

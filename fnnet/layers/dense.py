@@ -1,71 +1,13 @@
-"""Layers: static descriptions with pure init, forward and backward functions.
+"""Dense layers, and an activation as a layer of its own."""
 
-Every layer is a frozen (hashable) dataclass with three methods:
-
-    init(key, in_shape, dtype)   -> (params, out_shape)
-    forward(params, x)           -> (y, cache)
-    backward(params, cache, dy)  -> (dparams, dx)
-
-Shapes exclude the batch axis: `in_shape=(n_in,)` for inputs `x` of shape
-`(batch, n_in)`. `backward` receives dy = ∂L/∂y of the shape of `y` and returns
-∂L/∂params (a tree like `params`) and dx = ∂L/∂x. A convolution, a norm or an
-attention layer is one more class with the same three methods.
-
-A layer describes itself for a checkpoint by its dataclass fields, so a class
-registered with `register` is saved and rebuilt by `fnnet.save(..., net=...)`
-and `fnnet.load` with no code of its own.
-"""
-
-import dataclasses
 from dataclasses import dataclass
-from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 
 from fnnet import activations, initializers
 from fnnet._checks import is_int
-
-
-class Layer(Protocol):
-    """What a layer provides; see the module docstring."""
-
-    def init(self, key, in_shape, dtype): ...
-    def forward(self, params, x): ...
-    def backward(self, params, cache, dy): ...
-
-
-TYPES: dict[str, type] = {}
-"""Layer classes by the type name a checkpoint saves them under; add yours with `register`."""
-
-
-def register(cls: type) -> type:
-    """Class decorator: let checkpoints save and rebuild layers of `cls`, by its class name.
-
-    `cls` must be a dataclass whose `__init__` fields hold ints, floats, strs, bools,
-    None, tuples, fnnet's own activations and initializers, or other registered
-    layers (nesting). A checkpoint stores initializers by name, so `__init__` must
-    accept names for them, as `Dense` does with `initializers.get`.
-
-        @fnnet.layers.register
-        @dataclass(frozen=True)
-        class Scale:
-            factor: float
-            def init(self, key, in_shape, dtype): ...
-    """
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"register: {cls!r} is not a dataclass; a checkpoint describes a layer by "
-                        f"its dataclass fields (decorate it with @dataclass(frozen=True) first)")
-    if TYPES.setdefault(cls.__name__, cls) is not cls:
-        raise ValueError(f"register: a layer type named {cls.__name__!r} is registered already "
-                         f"({TYPES[cls.__name__]!r}); give your class another name")
-    return cls
-
-
-def _set(obj, **fields):
-    """Replace fields of a frozen dataclass from `__post_init__`."""
-    for name, value in fields.items():
-        object.__setattr__(obj, name, value)
+from fnnet.layers.base import register, set_fields as _set
 
 
 SMALL_LAYER = 16

@@ -1,0 +1,260 @@
+"""Checking one layer's hand-written backward, and finding the broken layer of a network.
+
+`check_layer(layer, in_shape)` runs any layer object — fnnet's or your own, anything with
+the layer protocol (`fnnet.layers.base`) — on random inputs and puts its `backward` next to
+two independent opinions: `jax.vjp` of the layer's own `forward`, and central finite
+differences of ⟨forward(θ), dy⟩ in float64. Every output is compared: dx and each parameter
+leaf.
+
+`check_layers(net, params, X)` does the same for every layer of a network, at the inputs
+the layer really sees in the network's forward pass (with its params, state and key), and
+names the first layer whose backward disagrees: a wrong dx shows up as wrong gradients in
+every layer below it, so the leaf-by-leaf check of the whole network's gradient cannot say
+where the bug is; this can. Nested layers are named by their path, `[3]['block'][0]`.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet.layers import Residual, Sequential
+from fnnet.layers.combinators import _Identity
+from fnnet.layers import base
+
+TOLERANCES = {"float64": (1e-9, 1e-6), "float32": (1e-4, 1e-2)}  # dtype: (rtol vs jax.vjp, fd_rtol)
+_TINY = 1e-300
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputResult:
+    """One output of a layer's backward (`dx` or a parameter leaf such as `W`).
+
+    Attributes:
+      name: "dx", or the parameter's key path inside the layer's params ("W", "['block'][0]['W']").
+      max_rel_error: max |hand − vjp| / max(max |vjp|, tiny) (normwise).
+      worst_index: where |hand − vjp| is largest; hand, vjp: the values there.
+      fd_error: |fd − ⟨hand, v⟩| / scale along a random direction v (None: not checked).
+      ok: within tolerance of jax.vjp (and of the finite differences, when checked).
+    """
+
+    name: str
+    max_rel_error: float
+    worst_index: tuple
+    hand: float
+    vjp: float
+    fd_error: "float | None"
+    ok: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerResult:
+    """One layer's verdict: `path` in the network ("" for `check_layer`), the layer's repr,
+    `train` (mode), and one `OutputResult` per output."""
+
+    path: str
+    layer: str
+    train: bool
+    outputs: tuple
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outputs)
+
+    @property
+    def message(self) -> str:
+        where = f"layer {self.path} {self.layer}" if self.path else self.layer
+        bad = [o for o in self.outputs if not o.ok]
+        mode = "training" if self.train else "evaluation"
+        if not bad:
+            return f"{where}: backward agrees with jax.vjp of its forward ({mode} mode)"
+        first = bad[0]
+        good = [o.name for o in self.outputs if o.ok]
+        return (f"{where}: {first.name} differs from jax.vjp of its forward in {mode} mode (index "
+                f"{first.worst_index}: backward {first.hand:.6g}, jax.vjp {first.vjp:.6g}; rel. error "
+                f"{first.max_rel_error:.1e})"
+                + (f"; also {', '.join(o.name for o in bad[1:])}" if bad[1:] else "")
+                + (f"; its {' and '.join(good)} agree" if good else ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerReport:
+    """What `check_layer` and `check_layers` return: `.ok`, `.message`, `.results`, and
+    `.culprit` — the first failing layer none of whose sub-layers fail (None if all pass)."""
+
+    results: tuple
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def culprit(self) -> "LayerResult | None":
+        failing = [r for r in self.results if not r.ok]
+        for r in failing:  # a combinator fails too when a child does: blame the innermost
+            if not any(o.path.startswith(r.path + "[") for o in failing):
+                return r
+        return None
+
+    @property
+    def message(self) -> str:
+        if self.ok:
+            return f"PASS: {len(self.results)} layer backward passes agree with jax.vjp of their forward"
+        return "FAIL: " + self.culprit.message
+
+    def __str__(self):
+        rows = [("layer", "mode", "output", "max rel err", "fd err", "result")]
+        for r in self.results:
+            for o in r.outputs:
+                rows.append((f"{r.path} {r.layer.split('(')[0]}".strip(), "train" if r.train else "eval", o.name,
+                             f"{o.max_rel_error:.1e}", "-" if o.fd_error is None else f"{o.fd_error:.1e}",
+                             "ok" if o.ok else "FAIL"))
+        widths = [max(len(row[c]) for row in rows) for c in range(6)]
+        lines = ["  ".join(f"{v:<{w}}" for v, w in zip(row, widths)).rstrip() for row in rows]
+        return "\n".join(lines + [self.message])
+
+
+def check_layer(layer, in_shape, *, key=None, dtype=jnp.float64, batch=3, train=None, int_range=None,
+                fd=True) -> LayerReport:
+    """Check `layer.backward` against `jax.vjp` of `layer.forward` and finite differences.
+
+    Args:
+      layer: any object with the layer protocol (see `fnnet.layers.base`).
+      in_shape: one example's input shape, without the batch axis.
+      key: `jax.random.key` for params, inputs, dy and the layer's own randomness
+        (default `jax.random.key(0)`).
+      dtype: float64 (the default; turned on for the check) or float32.
+      batch: examples in the random input.
+      train: the mode(s) to check; default both for a stateful layer, else training.
+      int_range: `(lo, hi)` to draw integer inputs in [lo, hi) (an embedding's token
+        ids); then no dx is checked.
+      fd: also compare with central finite differences.
+
+    Returns:
+      A `LayerReport`; `.ok`, and `.message` naming dx or the parameter that is wrong.
+    """
+    key = jax.random.key(0) if key is None else key
+    modes = (True, False) if train is None and base.is_stateful(layer) else (True if train is None else train,)
+    with jax.enable_x64(jnp.dtype(dtype) == jnp.float64):
+        k_init, k_x, k_dy, k_layer = jax.random.split(key, 4)
+        params, _ = layer.init(k_init, tuple(in_shape), dtype)
+        state = base.init_state(layer, tuple(in_shape), dtype)
+        if int_range is None:
+            x = jax.random.normal(k_x, (batch, *in_shape), dtype)
+        else:
+            x = jax.random.randint(k_x, (batch, *in_shape), *int_range)
+        return LayerReport(tuple(_check_at(layer, "", params, state, x, k_layer, mode, k_dy, fd)
+                                 for mode in modes))
+
+
+def check_layers(net, params, X, *, state=None, key=None, train=True, dy_key=None, fd=False) -> LayerReport:
+    """Check every layer of `net` (combinators too) at the inputs it sees in `net`'s forward
+    pass on `X`, with the keys the network gives it; see the module docstring."""
+    dy_key = jax.random.key(1) if dy_key is None else dy_key
+    if state is None:
+        state = net.init_state()
+    results = []
+
+    def walk(layer, path, p, s, x, k):
+        stateful = base.is_stateful(layer)
+        if isinstance(layer, Sequential):
+            for i, (child, pc, sc) in enumerate(zip(layer.layers, p, s if stateful else [{}] * len(p))):
+                kc = None if k is None else jax.random.fold_in(k, i)
+                walk(child, f"{path}[{i}]", pc, sc, x, kc)
+                x = base.forward(child, pc, sc, x, kc, train)[0]
+        elif isinstance(layer, Residual):
+            for i, (name, child) in enumerate(layer._paths):
+                walk(child, f"{path}[{name!r}]", p[name], s[name] if stateful else {}, x,
+                     None if k is None else jax.random.fold_in(k, i))
+        if path and not isinstance(layer, _Identity):  # the root Sequential is the network itself
+            results.append(_check_at(layer, path, p, s, x, k, train, jax.random.fold_in(dy_key, len(results)), fd))
+
+    walk(net.root, "", params, state, jnp.asarray(X), key)
+    return LayerReport(tuple(results))
+
+
+def _check_at(layer, path, params, state, x, key, train, dy_key, fd):
+    """The `LayerResult` of `layer` at input `x` (its params, state, key and mode)."""
+    integer = not jnp.issubdtype(x.dtype, jnp.inexact)
+
+    def y_of(p, x_):
+        return base.forward(layer, p, state, x_, key, train)[0]
+
+    y, cache, _ = base.forward(layer, params, state, x, key, train)
+    dy = jax.random.normal(dy_key, y.shape, y.dtype)
+    dparams, dx = layer.backward(params, cache, dy)
+    if integer:
+        _, vjp = jax.vjp(lambda p: y_of(p, x), params)
+        ref_params, ref_dx = vjp(dy)[0], None
+    else:
+        _, vjp = jax.vjp(y_of, params, x)
+        ref_params, ref_dx = vjp(dy)
+    dtype = jnp.dtype(y.dtype).name
+    rtol, fd_rtol = TOLERANCES.get(dtype, TOLERANCES["float32"])
+    outputs = []
+    named = jax.tree_util.tree_flatten_with_path(ref_params)[0]
+    hand_leaves = jax.tree.leaves(dparams)
+    if len(hand_leaves) != len(named):
+        raise ValueError(f"{path or layer!r}: backward returned {len(hand_leaves)} parameter gradients "
+                         f"for {len(named)} parameter leaves; expected a tree like params")
+    pairs = [(jax.tree_util.keystr(kp).strip("[]'") if len(kp) == 1 else jax.tree_util.keystr(kp), h, r, kp)
+             for (kp, r), h in zip(named, hand_leaves)]
+    if ref_dx is not None:
+        pairs.append(("dx", dx, ref_dx, None))
+    for name, hand, ref, kp in pairs:
+        outputs.append(_compare(name, hand, ref, rtol, fd_rtol,
+                                _fd(y_of, params, x, dy, kp, dy_key) if fd else None))
+    return LayerResult(path, repr(layer), train, tuple(outputs))
+
+
+def _compare(name, hand, ref, rtol, fd_rtol, fd):
+    hand, ref = np.asarray(hand, np.float64), np.asarray(ref, np.float64)
+    if hand.shape != ref.shape:
+        return OutputResult(name, np.inf, (), np.nan, np.nan, None, False)
+    diff = np.abs(hand - ref)
+    scale = max(np.abs(ref).max(initial=0.0), _TINY)
+    worst = np.unravel_index(np.argmax(diff), diff.shape) if diff.size else ()
+    rel = float(diff.max(initial=0.0) / scale)
+    fd_error = None
+    ok = rel <= rtol
+    if fd is not None and ok:
+        direction, value = fd
+        predicted = float((hand * direction).sum())
+        fd_error = abs(value - predicted) / max(abs(value), abs(predicted), np.abs(hand).sum() * 1e-12, _TINY)
+        ok = fd_error <= fd_rtol
+    index = tuple(int(i) for i in worst)
+    return OutputResult(name, rel, index, float(hand[worst]) if diff.size else 0.0,
+                        float(ref[worst]) if diff.size else 0.0, fd_error, ok)
+
+
+def _fd(y_of, params, x, dy, key_path, key):
+    """(direction v, central difference of ⟨y, dy⟩ along v) for one leaf (`key_path`) or x."""
+    leaf = x if key_path is None else _get(params, key_path)
+    v = jax.random.normal(jax.random.fold_in(key, 7), leaf.shape, leaf.dtype)
+    eps = (1e-6 if leaf.dtype == jnp.float64 else 1e-2) * max(float(jnp.sqrt(jnp.mean(leaf ** 2))), 1e-3)
+
+    def f(t):
+        moved = leaf + t * v
+        if key_path is None:
+            return float(jnp.sum(y_of(params, moved) * dy))
+        return float(jnp.sum(y_of(_set(params, key_path, moved), x) * dy))
+
+    return np.asarray(v, np.float64), (f(eps) - f(-eps)) / (2 * eps)
+
+
+def _get(tree, key_path):
+    for k in key_path:
+        tree = tree[getattr(k, "key", getattr(k, "idx", None))]
+    return tree
+
+
+def _set(tree, key_path, value):
+    if not key_path:
+        return value
+    k = getattr(key_path[0], "key", getattr(key_path[0], "idx", None))
+    if isinstance(tree, dict):
+        return {**tree, k: _set(tree[k], key_path[1:], value)}
+    items = list(tree)
+    items[k] = _set(items[k], key_path[1:], value)
+    return type(tree)(items)

@@ -1,0 +1,28 @@
+"""Layers: static descriptions with pure init, forward and backward functions.
+
+Every layer is a frozen (hashable) dataclass; see `fnnet.layers.base` for the protocol
+(three methods for a stateless layer, two more for one with state or randomness). A layer
+describes itself for a checkpoint by its dataclass fields, so a class registered with
+`register` is saved and rebuilt by `fnnet.save(..., net=...)` and `fnnet.load` with no code
+of its own.
+
+| module | layers |
+|---|---|
+| `dense` | `Dense`, `Activation` |
+| `combinators` | `Sequential`, `Residual` |
+| `normalization` | `BatchNorm`, `LayerNorm` |
+| `dropout` | `Dropout` |
+| `pooling` | `MaxPool2D`, `AvgPool2D`, `GlobalAvgPool2D` |
+| `shape` | `Flatten`, `Reshape` |
+"""
+
+from fnnet.layers.base import TYPES, Layer, register
+from fnnet.layers.combinators import Residual, Sequential
+from fnnet.layers.dense import SMALL_LAYER, Activation, Dense
+from fnnet.layers.dropout import Dropout
+from fnnet.layers.normalization import BatchNorm, LayerNorm
+from fnnet.layers.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from fnnet.layers.shape import Flatten, Reshape
+
+__all__ = ["TYPES", "Activation", "AvgPool2D", "BatchNorm", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D",
+           "Layer", "LayerNorm", "MaxPool2D", "Reshape", "Residual", "SMALL_LAYER", "Sequential", "register"]

@@ -1,0 +1,119 @@
+"""fnnet.check_layer and check_layers: any layer's backward against jax.vjp of its forward and
+finite differences, and the broken layer of a network named by its path."""
+
+import dataclasses
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import fnnet
+from fnnet.layercheck import check_layer, check_layers
+from fnnet.layers import BatchNorm, Dense, Dropout, Residual, Sequential
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """A user's own layer, not registered: y = x ⊙ s, params {"s": (d,)}."""
+
+    def init(self, key, in_shape, dtype=jnp.float32):
+        return {"s": 1 + jax.random.normal(key, in_shape[-1:], dtype)}, tuple(in_shape)
+
+    def forward(self, params, x):
+        return x * params["s"][None], x
+
+    def backward(self, params, x, dy):
+        return {"s": (dy * x).sum(0)}, dy * params["s"][None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleForgetsS(Scale):
+    def backward(self, params, x, dy):
+        return {"s": (dy * x).sum(0)}, dy  # dx without the factor s
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleSumsWrong(Scale):
+    def backward(self, params, x, dy):
+        return {"s": (dy * x).mean(0)}, dy * params["s"][None]  # ds averaged instead of summed
+
+
+@dataclasses.dataclass(frozen=True)
+class Lookup:
+    """Integer inputs (token ids) → rows of a table: no dx."""
+
+    vocab: int = 5
+
+    def init(self, key, in_shape, dtype=jnp.float32):
+        return {"W": jax.random.normal(key, (self.vocab, 3), dtype)}, (*in_shape, 3)
+
+    def forward(self, params, ids):
+        return params["W"][ids], ids
+
+    def backward(self, params, ids, dy):
+        return {"W": jnp.zeros_like(params["W"]).at[ids].add(dy)}, None
+
+
+@dataclasses.dataclass(frozen=True)
+class LookupLastWins(Lookup):
+    def backward(self, params, ids, dy):  # .set: a repeated id keeps one gradient, not the sum
+        return {"W": jnp.zeros_like(params["W"]).at[ids].set(dy)}, None
+
+
+def test_a_users_own_layer_passes_and_its_bugs_are_named():
+    assert check_layer(Scale(), (4,)).ok
+    report = check_layer(ScaleForgetsS(), (4,))
+    assert not report.ok and re.match(r"FAIL: ScaleForgetsS\(\): dx differs from jax.vjp of its forward in "
+                                      r"training mode \(index \(\d, \d\): .*\); its s agree", report.message)
+    report = check_layer(ScaleSumsWrong(), (4,))
+    assert not report.ok and "s differs from jax.vjp" in report.message and "its dx agree" in report.message
+
+
+def test_integer_inputs_and_repeated_ids_accumulate():
+    assert check_layer(Lookup(), (6,), int_range=(0, 5), batch=4).ok  # 24 ids in 5 rows: repeats
+    report = check_layer(LookupLastWins(), (6,), int_range=(0, 5), batch=4)
+    assert not report.ok and report.message.startswith("FAIL: LookupLastWins(vocab=5): W differs")
+
+
+def test_float32_and_finite_differences_are_opinions_of_their_own():
+    report = check_layer(Dense(3, "tanh"), (4,), dtype=jnp.float32)
+    assert report.ok and all(o.fd_error is not None for o in report.results[0].outputs)
+    assert check_layer(Dense(3, "tanh"), (4,), fd=False).results[0].outputs[0].fd_error is None
+
+
+def test_stateful_layers_are_checked_in_both_modes():
+    report = check_layer(BatchNorm(), (3,), batch=5)
+    assert report.ok and [r.train for r in report.results] == [True, False]
+    assert check_layer(Dropout(0.5), (7,), batch=4).ok
+
+
+def test_a_network_names_the_innermost_broken_layer_by_its_path():
+    jax.config.update("jax_enable_x64", True)
+    net = fnnet.Network((4,), (Dense(5, "relu"), Residual(Sequential(ScaleForgetsS(), Dense(5))),
+                               BatchNorm(), Dropout(0.2), Dense(2)))
+    params, state = net.init(jax.random.key(0), jnp.float64), net.init_state(jnp.float64)
+    X = jax.random.normal(jax.random.key(1), (6, 4), jnp.float64)
+    report = check_layers(net, params, X, state=state, key=jax.random.key(2))
+    assert not report.ok and report.culprit.path == "[1]['block'][0]"
+    assert report.message.startswith("FAIL: layer [1]['block'][0] ScaleForgetsS(): dx differs from jax.vjp")
+    failing = {r.path for r in report.results if not r.ok}  # its ancestors fail too, but are not blamed
+    assert failing == {"[1]['block'][0]", "[1]['block']", "[1]"}
+    good = fnnet.Network((4,), (Dense(5, "relu"), Residual(Sequential(Scale(), Dense(5))), BatchNorm(),
+                                Dropout(0.2), Dense(2)))
+    report = check_layers(good, params, X, state=state, key=jax.random.key(2))
+    assert report.ok and len(report.results) == 8, report  # 4 + the residual, its block and 2 inside
+    assert "[1]['block'][0] Scale" in str(report)
+
+
+def test_a_broken_combinator_is_blamed_when_its_children_agree():
+    @dataclasses.dataclass(frozen=True)
+    class HalfResidual(Residual):
+        def backward(self, params, caches, dy):
+            grads, dx = super().backward(params, caches, dy)
+            return grads, 0.5 * dx
+
+    net = fnnet.Network((4,), (HalfResidual(Dense(4, "tanh")), Dense(2)))
+    params = net.init(jax.random.key(0), jnp.float64)
+    report = check_layers(net, params, jax.random.normal(jax.random.key(1), (3, 4), jnp.float64))
+    assert report.culprit.path == "[0]" and "HalfResidual" in report.message and "dx differs" in report.message

@@ -46,6 +46,7 @@ from jax.flatten_util import ravel_pytree
 from fnnet import losses as losses_lib
 from fnnet._checks import is_int, tree_mismatch
 from fnnet.backprop import backprop
+from fnnet.layercheck import LayerReport, check_layers
 from fnnet.network import Network
 
 TOLERANCES = {  # dtype: (rtol, atol, fd_rtol, fd_atol)
@@ -120,6 +121,9 @@ class GradCheckReport:
         disagree with jax.grad, a loss JAX cannot trace, ...).
       reference: what the candidate was compared with element by element: "jax.grad",
         "jax.jacfwd", or "finite differences" (a loss JAX cannot trace).
+      layers: for `check_grads(net, ...)`, every layer's backward against `jax.vjp` of its
+        own forward at the inputs it sees (`fnnet.check_layers`); `message` then names the
+        broken layer by its path (a wrong dx makes every layer below it look wrong).
     """
 
     ok: bool
@@ -132,11 +136,14 @@ class GradCheckReport:
     settings: dict
     warnings: tuple[str, ...]
     reference: str = "jax.grad"
+    layers: "LayerReport | None" = None
 
     def to_dict(self) -> dict:
         """Plain Python values, ready for `json.dumps`."""
         out = dataclasses.asdict(self)
         out["leaves"] = [dataclasses.asdict(leaf) for leaf in self.leaves]
+        out["layers"] = None if self.layers is None else [
+            {"path": r.path, "layer": r.layer, "ok": r.ok, "message": r.message} for r in self.layers.results]
         return json.loads(json.dumps(out, default=list))
 
     def to_json(self, **kwargs) -> str:
@@ -176,7 +183,10 @@ class GradCheckReport:
                  f"abs. error {abs(self.value - self.reference_value):.1e}: "
                  f"{'ok' if self.value_ok else 'FAIL'}")
         warnings = [f"warning: {w}" for w in self.warnings]
-        return "\n".join([head, *table, value, *warnings, self.message])
+        layers = []
+        if self.layers is not None and not self.layers.ok:  # which layer's backward is wrong
+            layers = [f"layer check: {r.message}" for r in self.layers.results if not r.ok]
+        return "\n".join([head, *table, value, *warnings, *layers, self.message])
 
 
 def check_grads(candidate, *args, rtol=None, atol=None, eps=1e-6, directions=4,
@@ -244,8 +254,25 @@ def check_grads(candidate, *args, rtol=None, atol=None, eps=1e-6, directions=4,
             )
         net, (params, X, y, loss) = candidate, args
         loss = losses_lib.get(loss)
-        return check_grads(lambda p, X, y: backprop(net, p, X, y, loss),
-                           lambda p, X, y: loss(net.apply(p, X), y).mean(), params, X, y, **options)
+        # Training mode: the network's initial state, and a fixed key for its dropout masks.
+        state = net.init_state() if net.has_state else None
+        k = jax.random.fold_in(jax.random.key(0) if key is None else key, 1) if net.root.uses_key else None
+
+        def apply(p, X):
+            return net.run(p, state, X, k, True)[0]
+
+        report = check_grads(lambda p, X, y: backprop(net, p, X, y, loss, state=state, key=k)[:2],
+                             lambda p, X, y: loss(apply(p, X), y).mean(), params, X, y, **options)
+        with jax.enable_x64(True) if report.dtype == "float64" else contextlib.nullcontext():
+            params_c, X_c = _cast((params, X), report.dtype)
+            layers = check_layers(net, params_c, X_c, state=state, key=k, train=True)
+        if layers.ok:
+            return dataclasses.replace(report, layers=layers)
+        culprit = layers.culprit.message
+        if report.ok:  # the gradient passes (a valid subgradient at a kink, say): a layer differs only there
+            return dataclasses.replace(report, layers=layers, warnings=report.warnings + (
+                f"{culprit}, though the network's gradient passes (a kink of the layer at these inputs?)",))
+        return dataclasses.replace(report, message=f"{report.message}; the broken layer: {culprit}", layers=layers)
     if not args:
         raise TypeError("check_grads(value_and_grad, loss, params, *args): missing loss and params")
     loss_fn, params, *data = args

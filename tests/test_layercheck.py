@@ -117,3 +117,19 @@ def test_a_broken_combinator_is_blamed_when_its_children_agree():
     params = net.init(jax.random.key(0), jnp.float64)
     report = check_layers(net, params, jax.random.normal(jax.random.key(1), (3, 4), jnp.float64))
     assert report.culprit.path == "[0]" and "HalfResidual" in report.message and "dx differs" in report.message
+
+
+def test_check_grads_of_a_network_names_the_broken_layer():
+    net = fnnet.Network((4,), (Dense(5, "relu"), Residual(Sequential(ScaleForgetsS(), Dense(5))), BatchNorm(),
+                               Dropout(0.3), Dense(2)))
+    X = jax.random.normal(jax.random.key(1), (6, 4))
+    y = jax.random.randint(jax.random.key(2), (6,), 0, 2)
+    report = fnnet.check_grads(net, net.init(jax.random.key(0)), X, y, "softmax_cross_entropy_with_integer_labels")
+    # the leaves below the bug are wrong too; the message says which layer's backward is
+    assert not report.ok and report.message.startswith("gradient mismatch at [0]['W']")
+    assert "; the broken layer: layer [1]['block'][0] ScaleForgetsS(): dx differs from jax.vjp" in report.message
+    assert "layer check: layer [1]['block'][0] ScaleForgetsS(): dx differs" in str(report)
+    good = fnnet.Network((4,), (Dense(5, "relu"), Residual(Sequential(Scale(), Dense(5))), BatchNorm(),
+                                Dropout(0.3), Dense(2)))
+    report = fnnet.check_grads(good, good.init(jax.random.key(0)), X, y, "softmax_cross_entropy_with_integer_labels")
+    assert report.ok and report.layers.ok and len(report.layers.results) == 8

@@ -118,3 +118,13 @@ def test_every_python_block_runs_as_written_in_order(tmp_path, monkeypatch):
             except Exception as e:
                 raise AssertionError(f"README Python block {i + 1} fails: {type(e).__name__}: {e}\n{code}") from e
     assert (tmp_path / "run" / "latest.fnnet").exists()
+
+
+def test_writing_your_own_layer_prints_what_its_comments_say():
+    code = re.search(r"### Writing your own layer\n.*?```python\n(.*?)```", README, re.S).group(1)
+    expected = [line.split("# ", 1)[1] for line in code.splitlines()
+                if line.startswith(("print(", "# FAIL")) and "# " in line]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), jax.enable_x64(False):
+        exec("import jax, jax.numpy as jnp, fnnet\n" + code, {})
+    assert out.getvalue().splitlines() == [e for e in expected if e.startswith(("PASS", "FAIL"))]

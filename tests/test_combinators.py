@@ -114,3 +114,14 @@ def test_no_autodiff_inside_the_layers_package():
     offenders = [f"{p.name}:{i}" for p in sources for i, line in enumerate(p.read_text().splitlines(), 1)
                  if forbidden.search(line)]
     assert offenders == []
+
+
+def test_the_summary_shows_nested_blocks_with_their_shapes_and_counts():
+    net = fnnet.Network((5,), (Dense(4), Residual(Sequential(Dense(4, "tanh"), BatchNorm()), shortcut=Dense(4)),
+                               Dense(2)))
+    rows = [line.split() for line in str(net).splitlines()]
+    assert rows[3][:2] == ["1", "Residual"] and rows[3][-2:] == ["(4,)", "48"]  # block 20 + 8, shortcut 20
+    assert rows[4][:2] == ["1.block", "Sequential"] and rows[4][-1] == "28"
+    assert rows[5][0] == "1.block.0" and rows[5][-2:] == ["(4,)", "20"]
+    assert rows[6][0] == "1.block.1" and rows[6][-1] == "8" and rows[7][0] == "1.shortcut"
+    assert str(net).splitlines()[-1] == "82 parameters"  # 24 + 48 + 10

@@ -275,8 +275,6 @@ def _check(flags, args):
                              "--val-fraction > 0")
     if args.log_every is not None and args.log_every < 1:
         raise ValueError(f"--log-every must be ≥ 1, got {args.log_every}")
-    if args.devices is not None and args.devices < 1:
-        raise ValueError(f"--devices must be ≥ 1, got {args.devices}")
     if args.plot:
         _check_plot(args.plot)
 

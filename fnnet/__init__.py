@@ -6,8 +6,8 @@ from fnnet.checkpoint import Checkpoint, load, save
 from fnnet.gradcheck import GradCheckReport, check_grads
 from fnnet.inference import evaluate, predict
 from fnnet.layercheck import check_layer, check_layers
-from fnnet.layers import (Activation, AvgPool2D, BatchNorm, Dense, Dropout, Flatten, GlobalAvgPool2D, LayerNorm,
-                          MaxPool2D, Reshape, Residual, Sequential)
+from fnnet.layers import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
+                          LayerNorm, MaxPool2D, Reshape, Residual, Sequential)
 from fnnet.network import Network, mlp
 from fnnet.train import DivergenceError, RecompileWarning, fit, fit_ensemble, per_example_grads, train_step
 
@@ -16,6 +16,7 @@ __all__ = [
     "AvgPool2D",
     "BatchNorm",
     "Checkpoint",
+    "Conv2D",
     "Dense",
     "DivergenceError",
     "Dropout",

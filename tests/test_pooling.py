@@ -278,11 +278,11 @@ def test_static_hashable_registered_values():
 
 @pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
 @pytest.mark.parametrize("args, message", [
-    ((0,), "window must be a positive int or a pair of them (rows, columns), got 0"),
-    (((2, 0),), "window must be a positive int or a pair of them (rows, columns), got (2, 0)"),
-    ((2.0,), "window must be a positive int or a pair of them (rows, columns), got 2.0"),
-    ((2, 0), "stride must be a positive int or a pair of them (rows, columns), got 0"),
-    ((2, (1, -1)), "stride must be a positive int or a pair of them (rows, columns), got (1, -1)"),
+    ((0,), "window must be an int ≥ 1 or a pair of them (rows, columns), got 0"),
+    (((2, 0),), "window must be an int ≥ 1 or a pair of them (rows, columns), got (2, 0)"),
+    ((2.0,), "window must be an int ≥ 1 or a pair of them (rows, columns), got 2.0"),
+    ((2, 0), "stride must be an int ≥ 1 or a pair of them (rows, columns), got 0"),
+    ((2, (1, -1)), "stride must be an int ≥ 1 or a pair of them (rows, columns), got (1, -1)"),
     ((2, 1, "FULL"), "padding must be 'SAME', 'VALID' or ((top, bottom), (left, right)) of ints ≥ 0, got 'FULL'"),
     ((2, 1, ((1,), (1, 1))), "padding must be 'SAME', 'VALID' or ((top, bottom), (left, right)) of ints ≥ 0, got ((1,), (1, 1))"),
     ((2, 1, ((-1, 0), (0, 0))), "padding must be 'SAME', 'VALID' or ((top, bottom), (left, right)) of ints ≥ 0, got ((-1, 0), (0, 0))"),

@@ -10,6 +10,7 @@ of its own.
 |---|---|
 | `dense` | `Dense`, `Activation` |
 | `combinators` | `Sequential`, `Residual` |
+| `conv` | `Conv2D` |
 | `normalization` | `BatchNorm`, `LayerNorm` |
 | `dropout` | `Dropout` |
 | `pooling` | `MaxPool2D`, `AvgPool2D`, `GlobalAvgPool2D` |
@@ -18,11 +19,12 @@ of its own.
 
 from fnnet.layers.base import TYPES, Layer, register
 from fnnet.layers.combinators import Residual, Sequential
+from fnnet.layers.conv import Conv2D
 from fnnet.layers.dense import SMALL_LAYER, Activation, Dense
 from fnnet.layers.dropout import Dropout
 from fnnet.layers.normalization import BatchNorm, LayerNorm
 from fnnet.layers.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from fnnet.layers.shape import Flatten, Reshape
 
-__all__ = ["TYPES", "Activation", "AvgPool2D", "BatchNorm", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D",
+__all__ = ["TYPES", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D",
            "Layer", "LayerNorm", "MaxPool2D", "Reshape", "Residual", "SMALL_LAYER", "Sequential", "register"]

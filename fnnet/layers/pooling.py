@@ -18,36 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fnnet._checks import is_int
 from fnnet.layers.base import register, set_fields as _set
+from fnnet.layers.conv import _check_images, _padding, _pair
 from fnnet.layers.shape import shape_cache
-
-
-def _pair(layer, name, value):
-    """`value` (a positive int or a pair of them) as a pair (rows, columns)."""
-    pair = (value, value) if is_int(value) else value
-    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(is_int(v, 1) for v in pair)):
-        raise ValueError(f"{layer!r}: {name} must be a positive int or a pair of them (rows, columns), "
-                         f"got {value!r}")
-    return tuple(pair)
-
-
-def _padding(layer, padding):
-    """"SAME", "VALID" or ((top, bottom), (left, right)) of ints ≥ 0, as a hashable value."""
-    if isinstance(padding, str) and padding.upper() in ("SAME", "VALID"):
-        return padding.upper()
-    if (isinstance(padding, (tuple, list)) and len(padding) == 2
-            and all(isinstance(p, (tuple, list)) and len(p) == 2 and all(is_int(v, 0) for v in p)
-                    for p in padding)):
-        return tuple(tuple(p) for p in padding)
-    raise ValueError(f"{layer!r}: padding must be 'SAME', 'VALID' or ((top, bottom), (left, right)) "
-                     f"of ints ≥ 0, got {padding!r}")
-
-
-def _check_images(layer, in_shape):
-    if len(in_shape) != 3 or not all(is_int(n, 1) for n in in_shape):
-        raise ValueError(f"{layer!r} expects images of shape (H, W, C) per example, got "
-                         f"{tuple(in_shape)}; give the data as (batch, H, W, C)")
 
 
 def _window_slices(x, fill, window, stride, pads, out):

@@ -159,10 +159,11 @@ def check_layers(net, params, X, *, state=None, key=None, train=True, dy_key=Non
     def walk(layer, path, p, s, x, k):
         stateful = base.is_stateful(layer)
         if isinstance(layer, Sequential):
+            a = x  # each child's input; the Sequential itself is checked at x
             for i, (child, pc, sc) in enumerate(zip(layer.layers, p, s if stateful else [{}] * len(p))):
                 kc = None if k is None else jax.random.fold_in(k, i)
-                walk(child, f"{path}[{i}]", pc, sc, x, kc)
-                x = base.forward(child, pc, sc, x, kc, train)[0]
+                walk(child, f"{path}[{i}]", pc, sc, a, kc)
+                a = base.forward(child, pc, sc, a, kc, train)[0]
         elif isinstance(layer, Residual):
             for i, (name, child) in enumerate(layer._paths):
                 walk(child, f"{path}[{name!r}]", p[name], s[name] if stateful else {}, x,

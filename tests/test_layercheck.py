@@ -133,3 +133,125 @@ def test_check_grads_of_a_network_names_the_broken_layer():
                                 Dropout(0.3), Dense(2)))
     report = fnnet.check_grads(good, good.init(jax.random.key(0)), X, y, "softmax_cross_entropy_with_integer_labels")
     assert report.ok and report.layers.ok and len(report.layers.results) == 8
+
+
+# The planted-bug gallery: a classic mistake in each image layer's backward, planted in one
+# layer of a small CNN, found by check_layers at the inputs that layer really saw and blamed on
+# that layer and that output, not on the layers whose gradients it spoils.
+from fnnet.layers import Activation, Conv2D, Flatten, MaxPool2D  # noqa: E402
+from fnnet.layers.normalization import _BatchStats, _channel_axes  # noqa: E402
+from fnnet.layers.pooling import _tile_windows, _window_slices  # noqa: E402
+
+
+class ConvPaddingOffset(Conv2D):
+    """dx read with its padding one row off: dx shifted down by a pixel."""
+
+    def backward(self, params, cache, dy):
+        grads, dx = super().backward(params, cache, dy)
+        return grads, jnp.pad(dx, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
+
+
+class ConvStrideIgnoredInDW(Conv2D):
+    """dW[p, q] = Σ xpad[b, i + p, j + q] δ[b, i, j]: the taps read x as if the stride were 1."""
+
+    def backward(self, params, cache, dy):
+        grads, dx = super().backward(params, cache, dy)
+        x, z = cache
+        delta = self.activation.backward(z, dy)
+        pads, (Ho, Wo) = self._geometry(x.shape[1:])
+        xpad = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+        kh, kw = self.kernel
+        dW = jnp.stack([jnp.einsum("bijc,bijo->co", xpad[:, p:p + Ho, q:q + Wo], delta)
+                        for p in range(kh) for q in range(kw)]).reshape(grads["W"].shape)
+        return {**grads, "W": dW}, dx
+
+
+class ConvUnflippedKernel(Conv2D):
+    """dx as a convolution of δ with the kernel as it is, not flipped in space."""
+
+    def backward(self, params, cache, dy):
+        (grads, dx) = super().backward({**params, "W": params["W"][::-1, ::-1]}, cache, dy)
+        return grads, dx  # dW and db do not read W: only dx is wrong
+
+
+class MaxPoolTiesToEvery(MaxPool2D):
+    """A window's dy to every pixel equal to its max, not to the first of them."""
+
+    def backward(self, params, cache, dy):
+        x, y = cache
+        pads, out = self._geometry(x.shape[1:])
+        gs = [jnp.where(v == y, dy, 0) for v in _window_slices(x, -jnp.inf, self.window, self.stride, pads, out)]
+        return {}, _tile_windows(gs, x.shape[1:3], self.window, self.stride, pads)
+
+
+class BatchNormWithoutMeanTerm(BatchNorm):
+    """dx = γ·rstd/M·(M·dy − x̂·Σ dy·x̂): the −Σ dy of the batch mean left out."""
+
+    def backward(self, params, cache, dy):
+        grads, dx = super().backward(params, cache, dy)
+        if isinstance(cache, _BatchStats):
+            x, _, rstd = cache
+            _, b = _channel_axes(x)
+            m = x.size // x.shape[-1]
+            dx = dx + b(params["gamma"] * rstd / m) * b(grads["beta"])
+        return grads, dx
+
+
+class DropoutFreshMask(Dropout):
+    """Backward draws a mask of its own instead of reusing the forward's."""
+
+    def backward(self, params, mask, dy):
+        if mask is None:
+            return {}, dy
+        return {}, self._apply_mask(dy, jax.random.bernoulli(jax.random.key(7), 1 - self.rate, dy.shape))
+
+
+def _cnn(conv0=Conv2D, bn=BatchNorm, pool=MaxPool2D, block_conv=Conv2D, drop=Dropout):
+    return fnnet.Network((8, 8, 2), (
+        conv0(4, 3), bn(), Activation("relu"), pool(2),
+        Residual(Sequential(block_conv(6, 3, stride=2), Activation("tanh")), shortcut=Conv2D(6, 1, stride=2)),
+        drop(0.3), Flatten(), Dense(3)))
+
+
+GALLERY = [  # (the network with the bug, the layer to blame, the output that differs, those that agree)
+    (dict(conv0=ConvPaddingOffset), "[0]", "ConvPaddingOffset", "dx", "W and b"),
+    (dict(block_conv=ConvStrideIgnoredInDW), "[4]['block'][0]", "ConvStrideIgnoredInDW", "W", "b and dx"),
+    (dict(block_conv=ConvUnflippedKernel), "[4]['block'][0]", "ConvUnflippedKernel", "dx", "W and b"),
+    (dict(pool=MaxPoolTiesToEvery), "[3]", "MaxPoolTiesToEvery", "dx", None),
+    (dict(bn=BatchNormWithoutMeanTerm), "[1]", "BatchNormWithoutMeanTerm", "dx", "beta and gamma"),
+    (dict(drop=DropoutFreshMask), "[5]", "DropoutFreshMask", "dx", None),
+]
+
+
+@pytest.fixture(scope="module")
+def cnn_inputs():
+    jax.config.update("jax_enable_x64", True)
+    net = _cnn()
+    X = jax.random.normal(jax.random.key(1), (4, 8, 8, 2), jnp.float64)
+    y = jax.random.randint(jax.random.key(2), (4,), 0, 3)
+    return net.init(jax.random.key(0), jnp.float64), net.init_state(jnp.float64), X, y
+
+
+def test_the_cnn_without_bugs_passes_every_layer_and_equals_jax_grad_and_finite_differences(cnn_inputs):
+    params, _, X, y = cnn_inputs
+    report = fnnet.check_grads(_cnn(), params, X, y, "softmax_cross_entropy_with_integer_labels")
+    assert report.ok and report.layers.ok and len(report.layers.results) == 12, report
+    assert len(report.leaves) == 10 and all(leaf.fd_ok for leaf in report.leaves)  # finite differences too
+
+
+@pytest.mark.parametrize("bug,path,name,output,agree", GALLERY, ids=[g[2] for g in GALLERY])
+def test_planted_bugs_are_caught_and_blamed_on_their_layer_and_output(cnn_inputs, bug, path, name, output, agree):
+    params, state, X, _ = cnn_inputs
+    report = check_layers(_cnn(**bug), params, X, state=state, key=jax.random.key(3))
+    assert not report.ok and report.culprit.path == path, report
+    assert re.match(rf"FAIL: layer {re.escape(path)} {name}\(.*\): {output} differs from jax.vjp of its forward "
+                    r"in training mode \(index \(", report.message), report.message
+    assert report.message.endswith(f"; its {agree} agree" if agree else ")"), report.message
+    assert [r.path for r in report.results if not r.ok and not path.startswith(r.path)] == []  # nothing else
+
+
+def test_check_grads_of_a_cnn_names_the_planted_layer(cnn_inputs):
+    params, _, X, y = cnn_inputs
+    report = fnnet.check_grads(_cnn(block_conv=ConvUnflippedKernel), params, X, y,
+                               "softmax_cross_entropy_with_integer_labels")
+    assert not report.ok and "; the broken layer: layer [4]['block'][0] ConvUnflippedKernel(" in report.message

@@ -142,9 +142,9 @@ MESH_WORKER = r"""
 import jax
 jax.config.update("jax_num_cpu_devices", 4)
 import json, jax.numpy as jnp, optax, fnnet
-from fnnet.layers import BatchNorm, Dense, Activation
-net = fnnet.Network((6,), (Dense(8), BatchNorm(), Activation("relu"), Dense(3)))
-X = jax.random.normal(jax.random.key(1), (32, 6)); y = jax.random.randint(jax.random.key(2), (32,), 0, 3)
+from fnnet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, MaxPool2D
+net = fnnet.Network((6, 6, 2), (Conv2D(4, 3), BatchNorm(), Activation("relu"), MaxPool2D(2), Flatten(), Dense(3)))
+X = jax.random.normal(jax.random.key(1), (32, 6, 6, 2)); y = jax.random.randint(jax.random.key(2), (32,), 0, 3)
 opt = optax.sgd(0.1)
 runs = [fnnet.fit(net, net.init(jax.random.key(0)), (X, y), "softmax_cross_entropy_with_integer_labels", opt,
                   epochs=3, batch_size=16, key=jax.random.key(3), mesh=mesh)
@@ -154,7 +154,7 @@ print(json.dumps({"difference": diff}))
 """
 
 
-def test_batchnorm_on_a_data_mesh_uses_the_global_batch_statistics():
+def test_a_cnn_with_batchnorm_on_a_data_mesh_uses_the_global_batch_statistics():
     run = subprocess.run([sys.executable, "-c", MESH_WORKER], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["difference"] <= 1e-5  # per-device statistics would differ by ~1e-1

@@ -429,3 +429,22 @@ def test_python_lists_as_data_are_converted():
     assert net.apply(params, X).shape == (4, 1)
     assert tree_rel_error(fnnet.backprop(net, params, X, y, BCE)[1],
                           fnnet.backprop(net, params, jnp.array(X, jnp.float32), jnp.array(y, jnp.float32), BCE)[1]) == 0
+
+
+def test_a_cnn_trains_like_an_mlp_per_example_and_as_an_ensemble():
+    """No state, no key: a CNN goes through per_example_grads, fit and fit_ensemble unchanged."""
+    net = fnnet.Network((6, 6, 2), (fnnet.Conv2D(4, 3, stride=2, activation="relu"), fnnet.MaxPool2D(2, 1),
+                                    fnnet.Flatten(), fnnet.Dense(3)))
+    params = net.init(jax.random.key(0), jnp.float64)
+    X = jax.random.normal(jax.random.key(1), (8, 6, 6, 2), jnp.float64)
+    y = jax.random.randint(jax.random.key(2), (8,), 0, 3)
+    per = fnnet.per_example_grads(net, params, X, y, CE)
+    oracle = jax.vmap(lambda x, t: jax.grad(lambda p: CE(net.apply(p, x[None]), t[None]).mean())(params))(X, y)
+    assert tree_rel_error(per, oracle) <= 1e-12
+    keys = jax.random.split(jax.random.key(3), 2)
+    sgd = optax.sgd(0.1)
+    ensemble, _ = fnnet.fit_ensemble(net, keys, (X, y), CE, sgd, epochs=2, batch_size=4, key=jax.random.key(4),
+                                     dtype=jnp.float64)
+    alone, _ = fnnet.fit(net, net.init(keys[1], jnp.float64), (X, y), CE, sgd, epochs=2, batch_size=4,
+                         key=jax.random.key(4))
+    assert tree_rel_error(jax.tree.map(lambda a: a[1], ensemble), alone) <= 1e-10

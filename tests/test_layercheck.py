@@ -255,3 +255,32 @@ def test_check_grads_of_a_cnn_names_the_planted_layer(cnn_inputs):
     report = fnnet.check_grads(_cnn(block_conv=ConvUnflippedKernel), params, X, y,
                                "softmax_cross_entropy_with_integer_labels")
     assert not report.ok and "; the broken layer: layer [4]['block'][0] ConvUnflippedKernel(" in report.message
+
+
+class ConvBiasOff(Conv2D):
+    """db off by 1e-3 of the layer's largest gradient: small, and still a bug."""
+
+    def backward(self, params, cache, dy):
+        grads, dx = super().backward(params, cache, dy)
+        return {**grads, "b": grads["b"] + 1e-3 * jnp.abs(grads["W"]).max()}, dx
+
+
+def _conv_bn_block(conv=Conv2D):
+    return fnnet.Network((6, 6, 1), (Conv2D(4, 3, activation="relu"), MaxPool2D(2),
+                                     Residual(Sequential(conv(4, 3), BatchNorm(), Activation("relu"))),
+                                     Flatten(), Dense(3)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_rounding_noise_and_kinks_raise_no_false_alarms(dtype):
+    # A bias before a BatchNorm has gradient 0 in exact arithmetic: both sides are rounding
+    # noise, measured against the layer's other outputs. A max-pool over ReLU zeros is a kink,
+    # where finite differences have no opinion.
+    with jax.enable_x64(dtype == jnp.float64):
+        net = _conv_bn_block()
+        params, state = net.init(jax.random.key(0), dtype), net.init_state(dtype)
+        X = jax.random.normal(jax.random.key(1), (8, 6, 6, 1), dtype)
+        report = check_layers(net, params, X, state=state, fd=dtype == jnp.float64)
+        assert report.ok, report
+        bad = check_layers(_conv_bn_block(ConvBiasOff), params, X, state=state)
+        assert bad.culprit.path == "[2]['block'][0]" and bad.culprit.message.split(":")[1].startswith(" b differs")

@@ -51,7 +51,8 @@ class OutputResult:
 
 @dataclasses.dataclass(frozen=True)
 class LayerResult:
-    """One layer's verdict: `path` in the network ("" for `check_layer`), the layer's repr,
+    """One layer's verdict: `path` in the network ("" for `check_layer`), the layer (as
+    `fnnet.layers.base.describe` writes it: its call, defaults left out),
     `train` (mode), and one `OutputResult` per output."""
 
     path: str
@@ -210,7 +211,7 @@ def _check_at(layer, path, params, state, x, key, train, dy_key, fd):
     for name, hand, ref, kp in pairs:
         outputs.append(_compare(name, hand, ref, rtol, fd_rtol, floor,
                                 _fd(y_of, params, x, dy, kp, dy_key) if fd else None))
-    return LayerResult(path, repr(layer), train, tuple(outputs))
+    return LayerResult(path, base.describe(layer), train, tuple(outputs))
 
 
 def _compare(name, hand, ref, rtol, fd_rtol, floor, fd):

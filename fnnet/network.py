@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from fnnet import activations
 from fnnet._checks import as_array, check_key, is_int, tree_mismatch
-from fnnet.layers import Dense, Layer, Residual, Sequential
+from fnnet.layers import Dense, Layer, Residual, Sequential, base
 from fnnet.layers.combinators import _in_shapes
 
 
@@ -216,7 +216,8 @@ def _summary(layer, params, in_shape, index, depth):
         if layer.shortcut is not None:
             rows += _summary(layer.shortcut, params["shortcut"], in_shape, f"{index}.shortcut", depth + 1)
         return rows
-    return [(index, f"{indent}{layer!r}", str(_in_shapes((layer,), in_shape)[-1]), f"{_count(params):,}")]
+    return [(index, f"{indent}{base.describe(layer)}", str(_in_shapes((layer,), in_shape)[-1]), f"{_count(params):,}")]
+
 
 
 def mlp(sizes, activation="relu", output_activation="identity",

@@ -72,8 +72,8 @@ def test_a_users_own_layer_passes_and_its_bugs_are_named():
 
 def test_integer_inputs_and_repeated_ids_accumulate():
     assert check_layer(Lookup(), (6,), int_range=(0, 5), batch=4).ok  # 24 ids in 5 rows: repeats
-    report = check_layer(LookupLastWins(), (6,), int_range=(0, 5), batch=4)
-    assert not report.ok and report.message.startswith("FAIL: LookupLastWins(vocab=5): W differs")
+    report = check_layer(LookupLastWins(vocab=6), (6,), int_range=(0, 5), batch=4)
+    assert not report.ok and report.message.startswith("FAIL: LookupLastWins(vocab=6): W differs")
 
 
 def test_float32_and_finite_differences_are_opinions_of_their_own():

@@ -94,3 +94,21 @@ def forward(layer, params, state, x, key, train):
         return layer.forward(params, state, x, key=key, train=train)
     y, cache = layer.forward(params, x)
     return y, cache, state
+
+
+def describe(layer) -> str:
+    """`layer` as its call with the defaults left out: `Conv2D(8, (3, 3), activation=relu)`.
+
+    The reference for each default is the layer built from the same required arguments, so
+    values its constructor normalises (stride 1 → (1, 1)) compare equal; a layer that is not a
+    dataclass, or cannot be rebuilt so, is shown by its repr."""
+    try:
+        fields = dataclasses.fields(layer)
+        required = [f for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        reference = type(layer)(*(getattr(layer, f.name) for f in required))
+    except (TypeError, ValueError):
+        return repr(layer)
+    args = [repr(getattr(layer, f.name)) for f in required]
+    args += [f"{f.name}={getattr(layer, f.name)!r}" for f in fields
+             if f not in required and f.repr and getattr(layer, f.name) != getattr(reference, f.name)]
+    return f"{type(layer).__name__}({', '.join(args)})"

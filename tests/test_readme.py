@@ -128,3 +128,12 @@ def test_writing_your_own_layer_prints_what_its_comments_say():
     with contextlib.redirect_stdout(out), jax.enable_x64(False):
         exec("import jax, jax.numpy as jnp, fnnet\n" + code, {})
     assert out.getvalue().splitlines() == [e for e in expected if e.startswith(("PASS", "FAIL"))]
+
+
+def test_which_layer_is_wrong_example_prints_what_is_shown():
+    code, shown = re.search(r"\*\*Which layer is wrong\.\*\*.*?```python\n(.*?)```\n\n```\n(.*?)```", README,
+                            re.S).groups()
+    out = io.StringIO()
+    with jax.enable_x64(False), contextlib.redirect_stdout(out):
+        exec("import jax, fnnet\nloss3 = 'softmax_cross_entropy_with_integer_labels'\n" + code, {})
+    assert out.getvalue().strip() == shown.strip()

@@ -7,6 +7,10 @@ included. (For `sigmoid_binary_cross_entropy` the caller makes targets of shape
 `softmax_cross_entropy_with_integer_labels` `y` is used as it is.) A file read
 with `from_file` may instead hold real-valued targets (`task="regression"`: `y`
 float32, `n_classes` None) or, read with `n_features`, no labels (`y` None).
+Rows of pixels say so with `image_shape`: digits' rows are 8×8 images with one
+channel, `image_shape=(8, 8, 1)`, and `data.images()` is X as `(n, 8, 8, 1)` for
+`Conv2D` (row-major, as `jnp.reshape`). The rows stay flat, so `split` and
+`standardize` (per pixel) treat them as any other features.
 
 | name | n × d | classes | source |
 |---|---|---|---|
@@ -14,7 +18,7 @@ float32, `n_classes` None) or, read with `n_features`, no labels (`y` None).
 | `moons` | n × 2 | 2 | two interleaved half circles, from `key` |
 | `spirals` | n × 2 | 2 | two interleaved Archimedean spirals, from `key` |
 | `circles` | n × 2 | 2 | two concentric circles, from `key` |
-| `digits` | 1797 × 64 | 10 | scikit-learn's bundled 8×8 digits, pixels 0..16 |
+| `digits` | 1797 × 64 | 10 | scikit-learn's bundled 8×8 digits, pixels 0..16; `image_shape` (8, 8, 1) |
 | `breast_cancer` | 569 × 30 | 2 | scikit-learn's bundled Wisconsin data (0 malignant, 1 benign) |
 
 The synthetic generators are pure: the same key gives the same arrays. Their
@@ -64,6 +68,8 @@ class Dataset:
         tuple of `n_classes` distinct str, `classes[i]` the name of index i (as a
         file wrote it).
       features: None, or a tuple of d str, the names of the columns of X.
+      image_shape: None, or `(H, W, C)` positive ints with H·W·C = d when each row is an
+        image, its pixels row-major (channels fastest): see `images`.
 
     Compared by identity (`eq=False`): the fields hold arrays.
     """
@@ -74,6 +80,7 @@ class Dataset:
     n_classes: "int | None"
     classes: "tuple[str, ...] | None" = None
     features: "tuple[str, ...] | None" = None
+    image_shape: "tuple[int, int, int] | None" = None
 
     def __post_init__(self):
         where = f"Dataset {self.name!r}"
@@ -95,6 +102,22 @@ class Dataset:
         if self.features is not None and not _is_names(self.features, d):
             raise ValueError(f"{where}: features={self.features!r}; expected None or a tuple of {d} "
                              f"str, one name per column of X")
+        if self.image_shape is not None and not (
+                isinstance(self.image_shape, tuple) and len(self.image_shape) == 3
+                and all(is_int(n, 1) for n in self.image_shape) and math.prod(self.image_shape) == d):
+            raise ValueError(f"{where}: image_shape={self.image_shape!r}; expected None or a tuple (H, W, C) "
+                             f"of positive ints with H·W·C = {d}, the columns of X")
+
+    def images(self) -> jax.Array:
+        """X as images, `(n, H, W, C)` for `image_shape` `(H, W, C)`; a ValueError without one.
+
+        >>> digits().images().shape
+        (1797, 8, 8, 1)
+        """
+        if self.image_shape is None:
+            raise ValueError(f"Dataset {self.name!r}: its rows are not images (image_shape=None); "
+                             f"reshape X yourself, e.g. X.reshape(n, H, W, C)")
+        return jnp.reshape(self.X, (self.X.shape[0], *self.image_shape))
 
     def _check_unlabelled(self, where):
         if self.n_classes is not None or self.classes is not None:
@@ -151,6 +174,8 @@ class Dataset:
             labels = f"n_classes={self.n_classes}"
             if self.classes is not None:
                 labels += f", classes={self.classes!r}"
+        if self.image_shape is not None:
+            labels += f", image_shape={self.image_shape!r}"
         return f"Dataset(name={self.name!r}, n={n}, d={d}, {labels})"
 
 
@@ -159,8 +184,9 @@ def _is_names(names, count) -> bool:
     return isinstance(names, tuple) and len(names) == count and all(isinstance(s, str) for s in names)
 
 
-def _dataset(name, X, y, n_classes) -> Dataset:
-    return Dataset(jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.int32), name, n_classes)
+def _dataset(name, X, y, n_classes, image_shape=None) -> Dataset:
+    return Dataset(jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.int32), name, n_classes,
+                   image_shape=image_shape)
 
 
 # ---------- synthetic ----------
@@ -296,14 +322,15 @@ def _circles(key, n, noise, factor):
 def digits() -> Dataset:
     """scikit-learn's 8×8 handwritten digits: X `(1797, 64)` float32 pixels in 0..16, y 0..9.
 
-    Row-major pixels, unscaled (use `standardize`, or divide by 16). Needs
+    Row-major pixels, unscaled (use `standardize`, or divide by 16); `image_shape`
+    `(8, 8, 1)`, so `images()` gives them as `(1797, 8, 8, 1)` for `Conv2D`. Needs
     scikit-learn (`pip install 'fnnet[data]'`); reads a file bundled with it.
 
     >>> digits()
-    Dataset(name='digits', n=1797, d=64, n_classes=10)
+    Dataset(name='digits', n=1797, d=64, n_classes=10, image_shape=(8, 8, 1))
     """
     data = _sklearn_datasets("digits").load_digits()
-    return _dataset("digits", data.data, data.target, 10)
+    return _dataset("digits", data.data, data.target, 10, image_shape=(8, 8, 1))
 
 
 def breast_cancer() -> Dataset:

@@ -92,6 +92,15 @@ def test_gradcheck_exits_1_and_names_the_leaf_when_backprop_is_wrong():
         (["gradcheck", "--dtype", "float16"], "invalid choice: 'float16'"),
         (["gradcheck", "--batch", "0"], "--batch must be ≥ 1, got 0"),
         (["gradcheck", "--activation", "relu,tanh", "--sizes", "2,3,1"], "activation lists 2 entries"),
+        (["gradcheck", "--layers", "dense:3", "--sizes", "4,3"],
+         "--layers gives the whole network, and --sizes describes an MLP: give one or the other"),
+        (["gradcheck", "--layers", "dense:3", "--all"], "--all sweeps the MLP's hidden activation: put activations"),
+        (["gradcheck", "--in-shape", "4"], "--in-shape is for --layers; an MLP's input is the first of --sizes"),
+        (["gradcheck", "--layers", "conv:4:3,dense:3"],
+         "--layers item 2 'dense:3': expects flat rows (n,) per example but gets (6, 6, 4); put flatten or gap"),
+        (["gradcheck", "--layers", "dense:3", "--in-shape", "4,4,2"],
+         "--layers item 1 'dense:3': expects flat rows (n,) per example but gets (4, 4, 2)"),
+        (["gradcheck", "--layers", "res(conv:4:3"], "--layers item 1 'res(conv:4:3': '(' is never closed"),
         ([], "the following arguments are required: command"),
     ],
 )
@@ -142,6 +151,7 @@ def test_help_lists_the_valid_names_and_the_defaults(capsys):
     assert code == 0
     for name in [a.name for a in activations.ALL] + [l.name for l in losses.ALL] + list(cli.train.OPTIMIZERS):
         assert name in text, name
+    assert "--layers SPEC|@FILE" in text and "res(BLOCK[|SHORTCUT])" in text
     for flag, default in [("--epochs", "100"), ("--seed", "0"), ("--test-fraction", "0.2"),
                           ("--val-fraction", "0.1"), ("--lr", "0.001"), ("--activation", "relu")]:
         assert re.search(re.escape(flag) + r" \S+ .*?\(default " + re.escape(default), text), flag
@@ -176,6 +186,24 @@ def test_help_lists_the_valid_names_and_the_defaults(capsys):
         (["--save", "/proc"], "--save /proc: cannot write there"),  # an existing read-only directory
         (["--save", "/etc/hostname"], "--save /etc/hostname: is a file; expected a directory"),
         (["--resume", "nothing-here"], "--resume nothing-here: no checkpoint there; expected the directory given"),
+        (["--layers", "conv:8:3,maxpol:2"],
+         "--layers item 2 'maxpol:2': unknown layer 'maxpol' (did you mean maxpool?)"),
+        (["--layers", ""], "--layers is empty; expected layers separated by commas"),
+        (["--layers", "@no/such/spec.txt"], "argument --layers: cannot read the spec file 'no/such/spec.txt'"),
+        (["--layers", "dense:10", "--hidden", "8"], "--layers gives the whole network, and --hidden describes an MLP"),
+        (["--layers", "dense:10", "--activation", "tanh"], "and --activation describes an MLP: give one or the other"),
+        (["--data", "digits", "--layers", "conv:4:3,dense:10"],
+         "--layers item 2 'dense:10': expects flat rows (n,) per example but gets (8, 8, 4); put flatten or gap"),
+        (["--data", "digits", "--layers", "conv:4:3,gap,dense:5"],
+         "--layers: the last layer outputs (5,) per example; softmax_cross_entropy_with_integer_labels on digits "
+         "(10 classes) needs (10,): end the spec with dense:10"),
+        (["--data", "digits", "--layers", "conv:4:3"], "outputs (8, 8, 4) per example; softmax_cross_entropy_with_"
+         "integer_labels on digits (10 classes) needs (10,): end the spec with flatten,dense:10 (or gap,dense:10)"),
+        (["--data", "moons", "--layers", "conv:4:3,gap,dense:1"],  # moons' rows are points, not images
+         "--layers item 1 'conv:4:3': expects images (H, W, C) per example but gets flat rows (2,); put "
+         "reshape:H:W:C before it"),
+        (["--data", "moons", "--layers", "res(dense:8:relu,dense:8)"],
+         "--layers item 1 'res(dense:8:relu,dense:8)': the block maps (2,) to (8,) but the shortcut to (2,)"),
     ],
 )
 def test_train_rejects_bad_flags_in_one_line_before_training(capsys, args, message):
@@ -284,8 +312,8 @@ def test_train_monitors_and_selects_on_validation_and_touches_the_test_set_once(
     fit, evaluate = cli.train.fit, cli.train.evaluate
     monkeypatch.setattr(cli.train, "fit", lambda *a, validation, **k: seen.append(len(validation[0])) or
                         fit(*a, validation=validation, **k))
-    monkeypatch.setattr(cli.train, "evaluate", lambda net, p, data, loss: evaluated.append(len(data[0])) or
-                        evaluate(net, p, data, loss))
+    monkeypatch.setattr(cli.train, "evaluate", lambda net, p, data, loss, **k: evaluated.append(len(data[0])) or
+                        evaluate(net, p, data, loss, **k))
     code, out, err = main(capsys, "train", *MOONS, "--epochs", "40", "--log-every", "4", "--json",
                           "--save", str(tmp_path))
     results = json.loads(out)
@@ -501,3 +529,249 @@ def test_train_rejects_bad_data_files(capsys, tmp_path, content, message):
     (tmp_path / "data.csv").write_text(content)
     code, out, err = main(capsys, "train", "--data", str(tmp_path / "data.csv"))
     assert code == 2 and re.search(message, err) and err.count("\n") == 1 and out == "", err
+
+
+# ---------- --layers: the network as a spec ----------
+
+
+@pytest.mark.parametrize("text,expected,images", [
+    ("conv:16:3", lambda L: [L.Conv2D(16, 3)], True),
+    ("CONV:8:3x1:Tanh:stride=2:padding=valid:dilation=2:groups=2",
+     lambda L: [L.Conv2D(8, (3, 1), stride=2, padding="VALID", dilation=2, groups=2, activation="tanh")], True),
+    ("conv:8:3:act=relu:groups=4", lambda L: [L.Conv2D(8, 3, activation="relu", groups=4)], True),
+    ("dense:10", lambda L: [L.Dense(10)], False),
+    ("dense:10:relu", lambda L: [L.Dense(10, "relu")], False),
+    ("maxpool:2", lambda L: [L.MaxPool2D(2)], True),
+    ("maxpool:3:2:same", lambda L: [L.MaxPool2D(3, 2, "SAME")], True),
+    ("avgpool:2x1:stride=1", lambda L: [L.AvgPool2D((2, 1), 1)], True),
+    ("gap,globalavgpool", lambda L: [L.GlobalAvgPool2D()] * 2, True),
+    ("flatten,dense:3", lambda L: [L.Flatten(), L.Dense(3)], False),
+    ("reshape:8:8:-1,conv:4:3", lambda L: [L.Reshape((8, 8, -1)), L.Conv2D(4, 3)], False),  # rows made images
+    ("bn,batchnorm:0.01:eps=1e-3,conv:4:3", lambda L: [L.BatchNorm(), L.BatchNorm(0.01, 1e-3), L.Conv2D(4, 3)], True),
+    ("layernorm,ln:axis=-2:eps=1e-6", lambda L: [L.LayerNorm(), L.LayerNorm(-2, 1e-6)], False),
+    ("dropout:0.25", lambda L: [L.Dropout(0.25)], False),
+    ("relu,gelu_exact,swish,linear", lambda L: [L.Activation(a) for a in ("relu", "gelu_exact", "silu", "identity")],
+     False),
+    ("res(relu)", lambda L: [L.Residual(L.Activation("relu"))], False),
+    ("res(conv:4:3,bn,relu)",
+     lambda L: [L.Residual(L.Sequential(L.Conv2D(4, 3), L.BatchNorm(), L.Activation("relu")))], True),
+    ("res(conv:4:3:stride=2|conv:4:1:stride=2)", lambda L: [L.Residual(L.Conv2D(4, 3, stride=2),
+                                                                       L.Conv2D(4, 1, stride=2))], True),
+    ("seq(relu,res(dense:4:tanh,seq(relu,dropout:0.5)|dense:4))",
+     lambda L: [L.Sequential(L.Activation("relu"), L.Residual(
+         L.Sequential(L.Dense(4, "tanh"), L.Sequential(L.Activation("relu"), L.Dropout(0.5))), L.Dense(4)))], False),
+    (" conv:4:3 ,\n relu\t, gap ", lambda L: [L.Conv2D(4, 3), L.Activation("relu"), L.GlobalAvgPool2D()], True),
+])
+def test_layers_spec_builds_every_layer_and_nests(text, expected, images):
+    import fnnet as lib
+    from fnnet.cli import spec
+
+    items = spec.parse(text)
+    assert [item.layer for item in items] == expected(lib)
+    assert spec.wants_images(items) is images
+
+
+@pytest.mark.parametrize("text,message", [
+    ("  ", "--layers is empty; expected layers separated by commas, e.g. --layers conv:16:3:relu,maxpool:2,"
+           "flatten,dense:10"),
+    ("conv", "--layers item 1 'conv': conv needs n_out and kernel, e.g. conv:16:3"),
+    ("relu,conv:16", "--layers item 2 'conv:16': conv needs kernel, e.g. conv:16:3"),
+    ("conv:x:3", "--layers item 1 'conv:x:3': n_out must be an int ≥ 1, got 'x'"),
+    ("conv:8:0", "--layers item 1 'conv:8:0': kernel must be an int ≥ 1 or rows×columns like 3x1, got '0'"),
+    ("conv:8:3:2", "--layers item 1 'conv:8:3:2': act must be an activation: identity, relu, leaky_relu, elu, "
+                   "sigmoid, tanh, softplus, silu, gelu, gelu_exact, got '2'"),
+    ("conv:16:3:strid=2", "--layers item 1 'conv:16:3:strid=2': unknown argument 'strid'; conv takes n_out, "
+                          "kernel, act, stride, padding, dilation, groups"),
+    ("conv:16:3:stride=2:relu", "--layers item 1 'conv:16:3:stride=2:relu': 'relu' by position after an "
+                                "argument by name; name it too (conv takes n_out, kernel, act, stride, "),
+    ("conv:16:3:padding=full", "--layers item 1 'conv:16:3:padding=full': padding must be same or valid, got 'full'"),
+    ("dense:10:relu:act=tanh", "--layers item 1 'dense:10:relu:act=tanh': act given twice"),
+    ("dense:10:relu:3", "--layers item 1 'dense:10:relu:3': too many arguments (3); dense takes n_out, act"),
+    ("gap:3", "--layers item 1 'gap:3': too many arguments (1); gap takes no arguments"),
+    ("relu:2", "--layers item 1 'relu:2': the activation relu takes no arguments; write relu alone"),
+    ("dense:8,maxpol:2", "--layers item 2 'maxpol:2': unknown layer 'maxpol' (did you mean maxpool?); expected "
+                         "one of conv, dense, maxpool, avgpool, gap, flatten, reshape, bn, layernorm, dropout, "
+                         "res(...), seq(...), or an activation (identity, relu, "),
+    ("dense:10,,relu", "--layers item 2 '': an empty item; expected a layer between the commas (a doubled or "
+                       "trailing comma?)"),
+    ("dense:10,", "--layers item 2 '': an empty item"),
+    ("dropout", "--layers item 1 'dropout': dropout needs rate, e.g. dropout:0.1"),
+    ("dropout:1.5", "--layers item 1 'dropout:1.5': rate must be a number in [0, 1), the probability of "
+                    "dropping each element"),  # the layer's own check, without its repr
+    ("bn:momentum=2", "--layers item 1 'bn:momentum=2': momentum must be a number in [0, 1]"),
+    ("reshape", "--layers item 1 'reshape': reshape needs a shape, e.g. reshape:8:8:1"),
+    ("reshape:8:x", "--layers item 1 'reshape:8:x': each dimension must be an int ≥ 1, or -1 for the rest, got 'x'"),
+    ("relu,res(conv:8:3", "--layers item 2 'res(conv:8:3': '(' is never closed; expected ')' after the block"),
+    ("relu)", "--layers item 1 'relu)': ')' closes no '('; expected res(...) or seq(...) around a block"),
+    ("foo(relu)", "--layers item 1 'foo(relu)': only res(...) and seq(...) take parentheses, with nothing "
+                  "after the ')'; e.g. res(conv:16:3,bn,relu)"),
+    ("res(relu)x", "--layers item 1 'res(relu)x': only res(...) and seq(...) take parentheses"),
+    ("res(relu|relu|relu)", "--layers item 1 'res(relu|relu|relu)': '|' separates res's block from its "
+                            "shortcut, once: res(block|shortcut)"),
+    ("seq(relu|relu)", "--layers item 1 'seq(relu|relu)': seq(...) takes no '|'; a shortcut belongs in "
+                       "res(block|shortcut)"),
+    ("res()", "--layers item 1 'res()': an empty block; expected layers inside, e.g. res(conv:16:3,bn,relu)"),
+    ("res(relu|)", "--layers item 1 'res(relu|)': an empty shortcut; expected layers inside"),
+    ("relu|tanh", "--layers item 1 'relu|tanh': '|' separates a block from its shortcut inside res(...)"),
+    ("relu,res(conv:8:3,bnn)", "--layers item 2.2 'bnn': unknown layer 'bnn' (did you mean bn?)"),
+    ("res(relu,seq(tanh,dense:0))", "--layers item 1.2.2 'dense:0': n_out must be an int ≥ 1, got '0'"),
+    ("res(relu|relu,dense:x)", "--layers item 1|2 'dense:x': n_out must be an int ≥ 1, got 'x'"),
+])
+def test_layers_spec_errors_name_the_item_and_what_was_expected(text, message):
+    from fnnet.cli import spec
+
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        spec.parse(text)
+
+
+@pytest.mark.parametrize("text,in_shape,message", [
+    ("conv:8:3:groups=3", (8, 8, 1), "--layers item 1 'conv:8:3:groups=3': n_out=8 is not divisible by groups=3"),
+    ("maxpool:2,maxpool:9", (8, 8, 1), "--layers item 2 'maxpool:9': the window spans 9 pixels along the height, "
+                                       "more than the input's 4"),
+    ("conv:8:3,res(conv:8:3,maxpool:9)", (8, 8, 1), "--layers item 2.2 'maxpool:9': the window spans 9 pixels"),
+    ("res(relu|conv:8:3,dense:3)", (8, 8, 8), "--layers item 1|2 'dense:3': expects flat rows (n,) per example but "
+                                              "gets (8, 8, 8); put flatten or gap before it"),
+    ("res(conv:8:3)", (8, 8, 1), "--layers item 1 'res(conv:8:3)': the block maps (8, 8, 1) to (8, 8, 8) but the "
+                                 "shortcut to (8, 8, 1); the two are added, so they must match"),
+    ("dense:10,conv:8:3", (64,), "--layers item 2 'conv:8:3': expects images (H, W, C) per example but gets flat "
+                                 "rows (10,); put reshape:H:W:C before it (e.g. reshape:8:8:1 for 8×8 pixels)"),
+    ("reshape:7:7:1", (64,), "--layers item 1 'reshape:7:7:1': cannot reshape examples of shape (64,) (64 elements) "
+                             "to (7, 7, 1), which needs 49 elements"),
+    ("ln:axis=3", (8, 8, 1), "--layers item 1 'ln:axis=3': axis 3 is out of range for examples of shape (8, 8, 1)"),
+])
+def test_layers_spec_shape_errors_name_the_innermost_item(text, in_shape, message):
+    from fnnet.cli import spec
+
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        spec.network(spec.parse(text), in_shape)
+
+
+def test_layers_locate_maps_layer_paths_back_to_items():
+    from fnnet.cli import spec
+
+    items = spec.parse("conv:4:3,res(conv:4:3,relu|conv:4:1),seq(relu,seq(tanh,bn)),res(relu)")
+    where = {path: getattr(spec.locate(items, path), "where", None)
+             for path in ["[0]", "[1]['block'][0]", "[1]['shortcut']", "[2][1][1]", "[2][1]", "[3]['block']",
+                          "[9]", "[0]['block']", "[1]['block']"]}
+    assert where == {"[0]": "1", "[1]['block'][0]": "2.1", "[1]['shortcut']": "2|1", "[2][1][1]": "3.2.2",
+                     "[2][1]": "3.2", "[3]['block']": "4.1", "[9]": None, "[0]['block']": None,
+                     "[1]['block']": "2"}  # the block of several items: the res item that holds them
+
+
+CONV = "conv:8:3,bn,relu,maxpool:2,flatten,dense:10"
+
+
+def test_train_conv_spec_on_digits_images_with_batchnorm_then_predict(capsys, tmp_path):
+    import fnnet as lib
+
+    code, out, err = main(capsys, "train", "--data", "digits", "--layers", CONV, "--epochs", "3", "--lr", "3e-3",
+                          "--no-gradcheck", "--json", "--save", str(tmp_path / "run"))
+    results = json.loads(out)
+    assert code == 0, err
+    assert results["layers"] == CONV and results["sizes"] is None and results["in_shape"] == [8, 8, 1]
+    assert results["test"]["accuracy"] >= 0.85, results  # 3 epochs of a small CNN
+    summary = err.split("\ndigits: ")[0].splitlines()  # the model summary comes first
+    assert summary[1].split() == ["input", "(8,", "8,", "1)"] and summary[-1] == "1,386 parameters"
+    assert [line.split()[1].split("(")[0] for line in summary[2:-1]] == [
+        "Conv2D", "BatchNorm", "Activation", "MaxPool2D", "Flatten", "Dense"]
+    # Both checkpoints carry BatchNorm's running statistics, moved away from their start.
+    ckpt = lib.load(tmp_path / "run" / "best.fnnet")
+    latest = lib.load(tmp_path / "run" / "latest.fnnet")
+    assert ckpt.net.in_shape == (8, 8, 1) and latest.state is not None and ckpt.state is not None
+    assert not np.allclose(ckpt.state[1]["mean"], 0) and not np.allclose(ckpt.state[1]["var"], 1)
+    # fnnet predict reads rows of 64 pixels, standardises them, shapes them (8, 8, 1), uses the state.
+    data = lib.datasets.digits()
+    X, y = np.asarray(data.X)[:60], np.asarray(data.y)[:60]
+    np.savetxt(tmp_path / "rows.csv", np.c_[X, y], delimiter=",", fmt="%g")
+    code, out, err = main(capsys, "predict", "--checkpoint", str(tmp_path / "run" / "best.fnnet"),
+                          "--data", str(tmp_path / "rows.csv"))
+    assert code == 0, err
+    run = ckpt.metadata["run"]
+    images = ((X - run["mean"][None]) / run["std"][None]).reshape(-1, 8, 8, 1)
+    expected = lib.predict(ckpt.net, ckpt.params, images, loss=run["resolved"]["loss"], output="labels",
+                           state=ckpt.state)
+    assert out.split() == [str(k) for k in expected] and np.mean(expected == y) >= 0.85
+    fresh = lib.predict(ckpt.net, ckpt.params, images, state=ckpt.net.init_state())
+    assert not np.allclose(fresh, lib.predict(ckpt.net, ckpt.params, images, state=ckpt.state))  # the state counts
+    assert re.search(r"rows.csv: 60 labelled rows: loss \S+, accuracy \S+", err)
+
+
+BN_DROPOUT = "dense:16,bn,relu,dropout:0.2,dense:1"
+
+
+def test_train_batchnorm_and_dropout_spec_resumes_bit_identically(capsys, tmp_path):
+    import fnnet as lib
+
+    (tmp_path / "spec.txt").write_text("# a spec file: newlines and comments are fine\n"
+                                       "dense:16, bn, relu,   # normalised hidden layer\n"
+                                       "dropout:0.2,\n"
+                                       "dense:1\n")
+    common = ["train", "--data", "moons", "--batch-size", "32", "--lr", "1e-2", "--seed", "3", "--no-gradcheck"]
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    assert main(capsys, *common, "--layers", BN_DROPOUT, "--epochs", "4", "--save", str(straight))[0] == 0
+    assert main(capsys, *common, "--layers", f"@{tmp_path / 'spec.txt'}", "--epochs", "2", "--save", str(part))[0] == 0
+    code, out, err = main(capsys, "train", "--resume", str(part), "--epochs", "4")
+    assert code == 0 and f"resumed from {part / 'latest.fnnet'} at epoch 2" in out, err
+    a, b = lib.load(straight / "latest.fnnet"), lib.load(part / "latest.fnnet")
+    assert b.metadata["run"]["flags"]["layers"] == BN_DROPOUT  # the file's spec, as text, in the checkpoint
+    assert _leaves_equal(a.params, b.params) and _leaves_equal(a.state, b.state)  # dropout keys from the seed
+    assert a.metadata["history"] == b.metadata["history"]
+    assert not np.allclose(b.state[1]["mean"], 0)
+    best_a, best_b = lib.load(straight / "best.fnnet"), lib.load(part / "best.fnnet")  # best.fnnet keeps it too
+    assert best_a.metadata["epoch"] == best_b.metadata["epoch"] and _leaves_equal(best_a.state, best_b.state)
+    # Contradicting the spec is refused by name, as any other flag.
+    code, _, err = main(capsys, "train", "--resume", str(part), "--epochs", "6", "--layers", "dense:1")
+    assert code == 2 and (f"--layers dense:1 contradicts {part / 'latest.fnnet'}, trained with --layers "
+                          f"{BN_DROPOUT}") in err
+
+
+def test_gradcheck_layers_prints_the_summary_and_names_the_broken_layer(capsys, monkeypatch):
+    from fnnet.layers import dense
+
+    right = dense.Dense.backward
+
+    def wrong(self, params, cache, da):  # a backward that doubles dx
+        dparams, dx = right(self, params, cache, da)
+        return dparams, 2 * dx
+
+    monkeypatch.setattr(dense.Dense, "backward", wrong)
+    # A network no other test compiles (backprop is jitted per network: no stale program to reuse).
+    code, out, _ = main(capsys, "gradcheck", "--layers", "dense:3:tanh,res(dense:3,relu),dense:2",
+                        "--in-shape", "5", "--batch", "3")
+    lines = out.splitlines()
+    assert code == 1
+    assert lines[0].split() == ["#", "layer", "output", "shape", "params"]  # the model summary first
+    assert lines[1].split() == ["input", "(5,)"] and lines[4].split()[0] == "1.block"
+    assert lines[-2].startswith("gradient mismatch at [0]['W']") and "dx differs from jax.vjp" in lines[-2]
+    assert "; the broken layer: layer [0] Dense(" in lines[-2]  # by its path in the summary
+    assert lines[-1] == "the broken layer is --layers item 1 'dense:3:tanh'"
+
+
+class _FailedCheck:
+    """A failed gradient check whose layer check blames the layer at `path`: what the commands print."""
+
+    ok = False
+    message = "gradient mismatch at [0]['W']; the broken layer: layer [2] Dense(...): dx differs"
+
+    def __init__(self, path):
+        from types import SimpleNamespace
+
+        self.layers = SimpleNamespace(culprit=SimpleNamespace(path=path))
+
+    def __str__(self):
+        return self.message
+
+    def to_dict(self):
+        return {"ok": False, "message": self.message}
+
+
+def test_train_and_gradcheck_json_name_the_spec_item_of_the_broken_layer(capsys, monkeypatch):
+    monkeypatch.setattr(cli.train, "check_grads", lambda *a, **k: _FailedCheck("[2]"))
+    code, out, err = main(capsys, "train", "--data", "xor", "--layers", "dense:4,relu,dense:1", "--epochs", "1")
+    assert code == 1 and out.splitlines()[-2:] == [_FailedCheck.message, "the broken layer is --layers item 3 "
+                                                                          "'dense:1'"], err
+    assert "epoch" not in err  # stopped before training
+    monkeypatch.setattr(cli.gradcheck, "check_grads", lambda *a, **k: _FailedCheck("[1]['block'][0]"))
+    code, out, _ = main(capsys, "gradcheck", "--layers", "dense:4,res(dense:4,relu),dense:3", "--json")
+    assert code == 1 and json.loads(out) == {"ok": False, "message": _FailedCheck.message,
+                                             "blame": "the broken layer is --layers item 2.1 'dense:4'"}

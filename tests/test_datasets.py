@@ -252,6 +252,29 @@ def test_digits_pixels_are_integers_0_to_16():
 
 
 @needs_sklearn
+def test_digits_rows_are_8x8_images_row_major():
+    import sklearn.datasets
+
+    data = D.digits()
+    assert data.image_shape == (8, 8, 1) and repr(data).endswith("n_classes=10, image_shape=(8, 8, 1))")
+    images = data.images()
+    assert images.shape == (1797, 8, 8, 1) and images.dtype == jnp.float32
+    np.testing.assert_array_equal(images[..., 0], sklearn.datasets.load_digits().images)  # sklearn's own 8×8
+
+
+def test_image_shape_must_cover_the_columns():
+    X, y = jnp.zeros((3, 12), jnp.float32), jnp.zeros(3, jnp.int32)
+    assert D.Dataset(X, y, "toy", 2, image_shape=(2, 2, 3)).images().shape == (3, 2, 2, 3)
+    assert D.moons(KEY).image_shape is None and D.xor().image_shape is None
+    for bad in [(2, 2, 2), (12,), (2, 6), [2, 2, 3], (4, 3, 1.0), (0, 4, 3)]:
+        with pytest.raises(ValueError, match=re.escape(f"Dataset 'toy': image_shape={bad!r}; expected None or a "
+                                                       f"tuple (H, W, C) of positive ints with H·W·C = 12")):
+            D.Dataset(X, y, "toy", 2, image_shape=bad)
+    with pytest.raises(ValueError, match=r"^Dataset 'toy': its rows are not images \(image_shape=None\); reshape"):
+        D.Dataset(X, y, "toy", 2).images()
+
+
+@needs_sklearn
 def test_breast_cancer_labels_0_malignant_1_benign():
     import sklearn.datasets
 

@@ -1,9 +1,13 @@
 """The `fnnet` command line (also `python -m fnnet`).
 
     fnnet train [--data digits] [--hidden 64] [--optimizer adam] [--lr 1e-3] [--epochs 100] ...
+    fnnet train --data digits --layers conv:16:3,bn,relu,maxpool:2,flatten,dense:10 ...
     fnnet predict --checkpoint run/best.fnnet --data new.csv [--json]
     fnnet gradcheck [--sizes 4 8 3] [--activation tanh] [--loss mse] [--dtype float64] ...
+    fnnet gradcheck --layers conv:4:3,bn,relu,gap,dense:3 [--in-shape 6,6,2]
     fnnet gradcheck --all
+
+`--layers SPEC` (fnnet.cli.spec) writes any network of fnnet's layers on one line.
 
 Every flag is checked before anything trains. Exit status: 0 when every check passes, 1 when
 one fails (or training diverges), 2 for bad arguments, with one line naming the flag.

@@ -16,6 +16,20 @@ def ints(text):
         raise argparse.ArgumentTypeError(f"expected integers like 2,4,1, got {text!r}") from None
 
 
+def layers(text):
+    """A `--layers` spec, or `@FILE` holding one (over several lines if need be, `#` starting a
+    comment): its text without whitespace (argparse type; `fnnet.cli.spec` parses it)."""
+    if not text.startswith("@"):
+        return "".join(text.split())
+    try:
+        with open(text[1:], encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise argparse.ArgumentTypeError(f"cannot read the spec file {text[1:]!r} "
+                                         f"({getattr(e, 'strerror', None) or e})") from None
+    return "".join("".join(line.split("#", 1)[0] for line in lines).split())
+
+
 def dataset_name(text):
     """A name in datasets.NAMES or a .npz/.csv path (argparse type)."""
     if text in datasets.NAMES or text.endswith(datasets.FILE_SUFFIXES):

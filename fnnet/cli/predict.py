@@ -1,9 +1,11 @@
 """`fnnet predict`: apply a checkpoint of `fnnet train` to new rows.
 
 The rows are read as in training (the label column optional), standardised with the
-training statistics the checkpoint holds, and each gets one prediction, printed as the
-label it had in the training file (or the value, for regression). When the rows carry
-labels, the loss and accuracy on them go to stderr.
+training statistics the checkpoint holds, shaped as the network takes its input (rows of 64
+pixels as (8, 8, 1) images for a network trained on digits as images), and each gets one
+prediction, printed as the label it had in the training file (or the value, for regression).
+A network with BatchNorm predicts with the running statistics the checkpoint holds. When the
+rows carry labels, the loss and accuracy on them go to stderr.
 """
 
 import argparse
@@ -51,19 +53,20 @@ def run(args, parser) -> int:
                              f"was trained on {d}")
         _check_features(args.data, data.features, described["features"])
         X = (np.asarray(data.X) - meta["mean"][None]) / meta["std"][None]
+        X = X.reshape(len(X), *ckpt.net.in_shape)  # the image shape, for a network trained on images
         y = None if data.y is None else _targets(args.data, data, described, loss)
     except (ValueError, TypeError, ImportError, OSError) as e:
         parser.error(str(e))
 
-    net, params = ckpt.net, ckpt.params
+    net, params, state = ckpt.net, ckpt.params, ckpt.state
     names = described["classes"] or [str(i) for i in range(described["n_classes"] or 0)]
     if regression:
-        rows = [{"value": float(v)} for v in predict(net, params, X)[:, 0]]
+        rows = [{"value": float(v)} for v in predict(net, params, X, state=state)[:, 0]]
     else:
         if loss.probabilities_fn is None:  # e.g. mean squared error on one-hot labels: the largest output
-            rows = [{"label": names[k]} for k in predict(net, params, X).argmax(1)]
+            rows = [{"label": names[k]} for k in predict(net, params, X, state=state).argmax(1)]
         else:
-            p = predict(net, params, X, loss=loss, output="probabilities")
+            p = predict(net, params, X, loss=loss, output="probabilities", state=state)
             p = np.c_[1 - p, p] if p.shape[1] == 1 else p  # binary: P(class 0), P(class 1)
             rows = [{"label": names[k], "probabilities": dict(zip(names, map(float, pk)))}
                     for k, pk in zip(p.argmax(1), p)]
@@ -72,7 +75,7 @@ def run(args, parser) -> int:
     else:
         print("\n".join(str(row["value" if regression else "label"]) for row in rows))
     if y is not None:
-        scores = evaluate(net, params, (X, y), loss)
+        scores = evaluate(net, params, (X, y), loss, state=state)
         print(f"{args.data}: {len(X)} labelled rows: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
               file=sys.stderr)
     return 0

@@ -1,4 +1,11 @@
-"""`fnnet train`: train an MLP from flags and keep checkpoints that hold the whole run.
+"""`fnnet train`: train a network from flags and keep checkpoints that hold the whole run.
+
+The network is an MLP (`--hidden`, `--sizes`, `--activation`) or any stack of fnnet's layers
+written as `--layers SPEC` (see `fnnet.cli.spec`). A dataset whose rows are images (digits:
+`image_shape` (8, 8, 1)) is given to a spec as images when its first layer that cares is an
+image layer (conv, a pool, gap), as flat rows otherwise; standardisation is per pixel either way.
+A network with BatchNorm trains with its state, which the checkpoints keep; Dropout draws its
+masks from the run's seed.
 
 The data are split three ways (stratified for classification): training, validation
 (`--val-fraction`, which monitors, selects `best.fnnet` and stops early with `--patience`) and
@@ -23,20 +30,23 @@ import optax
 
 from fnnet import __version__, activations, datasets, losses, parallel
 from fnnet.checkpoint import load, save
-from fnnet.cli.flags import check_writable_dir, dataset_name, ints, names
+from fnnet.cli import spec
+from fnnet.cli.flags import check_writable_dir, dataset_name, ints, layers, names
 from fnnet.cli.progress import Progress
 from fnnet.gradcheck import check_grads
-from fnnet.inference import evaluate
+from fnnet.inference import evaluate, predict
 from fnnet.network import mlp
 from fnnet.train import GRAD_MODES, DivergenceError, fit
 
 DEFAULTS = {
-    "data": "digits", "sizes": None, "hidden": [64], "activation": "relu", "loss": None,
+    "data": "digits", "layers": None, "sizes": None, "hidden": [64], "activation": "relu", "loss": None,
     "optimizer": "adam", "lr": 1e-3, "schedule": "constant", "warmup": 0, "weight_decay": None,
     "epochs": 100, "batch_size": None, "seed": 0, "grad": "backprop",
     "test_fraction": 0.2, "val_fraction": 0.1, "patience": None,
 }
 """The run's configuration, which a checkpoint keeps and `--resume` restores (None: chosen from the data)."""
+MLP_FLAGS = ("sizes", "hidden", "activation")
+"""The flags that describe an MLP, which --layers replaces."""
 MAY_CHANGE = ("epochs", "patience")
 """What a resumed run may set anew: to extend it, or to stop it sooner or later."""
 OPTIMIZERS = {
@@ -51,15 +61,22 @@ SCHEDULES = ("constant", "cosine")
 def add_parser(commands):
     d = DEFAULTS
     train = commands.add_parser(
-        "train", help="train an MLP on a dataset, with a gradient check first",
-        description="Train an MLP with fnnet: gradient check, fused epochs, validation-based model "
-                    "selection and early stopping, test metrics once at the end. Bad flags exit 2 "
-                    "before anything trains.")
+        "train", help="train an MLP or a --layers network on a dataset, with a gradient check first",
+        description="Train an MLP, or any network of fnnet's layers written as --layers SPEC, with "
+                    "fnnet: gradient check, fused epochs, validation-based model selection and early "
+                    "stopping, test metrics once at the end. Bad flags exit 2 before anything trains.")
     arg = train.add_argument
     arg("--data", type=dataset_name, metavar="NAME|FILE",
         help=f"{', '.join(datasets.NAMES)} (default {d['data']}), or a .npz (X, y) or .csv file "
              f"(features, then the label: class names or numbers; real-valued targets with "
              f"--loss mean_squared_error; separated by , ; or tab)")
+    arg("--layers", type=layers, metavar="SPEC|@FILE",
+        help="the network as comma-separated layers instead of an MLP, e.g. "
+             "conv:16:3:relu,maxpool:2,flatten,dense:10 or @spec.txt: conv:N:K[:act][:stride=S]"
+             "[:padding=valid][:dilation=D][:groups=G], dense:N[:act], maxpool:K[:S], avgpool:K[:S], gap, "
+             "flatten, reshape:H:W:C, bn, layernorm, dropout:RATE, an activation alone (relu, ...), "
+             "res(BLOCK[|SHORTCUT]), seq(...); images for digits when the first shape-specific layer "
+             "is conv/pool/gap")
     arg("--sizes", type=ints, nargs="+",
         help="all layer widths, n_in first and n_out last (default: from --hidden and the data)")
     arg("--hidden", type=ints, nargs="+", help="hidden widths when --sizes is not given (default 64)")
@@ -137,6 +154,7 @@ class Run(NamedTuple):
     k_init: object
     k_fit: object
     meta: dict
+    items: "tuple | None" = None  # the --layers spec's items (None: an MLP), to name a broken layer by
 
 
 def prepare(flags, horizon, devices=1) -> Run:
@@ -147,6 +165,7 @@ def prepare(flags, horizon, devices=1) -> Run:
     is_file = flags["data"].endswith(datasets.FILE_SUFFIXES)
     loss = flags["loss"] and losses.get(flags["loss"])
     regression = is_file and loss is losses.mean_squared_error
+    items = None if flags["layers"] is None else spec.parse(flags["layers"])  # fails before loading data
     data = datasets.load(flags["data"], k_data, **({"task": "regression"} if regression else {}))
     if loss is None:
         loss = losses.get("sigmoid_binary_cross_entropy" if data.n_classes == 2
@@ -166,14 +185,24 @@ def prepare(flags, horizon, devices=1) -> Run:
     val = None if val is None else prepared(val)
     n_out = 1 if regression else data.n_classes if train[1].ndim == 1 else train[1].shape[-1]
     d = data.X.shape[1]
-    if flags["sizes"]:
-        sizes = flags["sizes"]
-        if sizes[0] != d or sizes[-1] != n_out:
-            raise ValueError(f"--sizes {_show(sizes)} does not fit {flags['data']}: it has {d} features "
-                             f"and needs {n_out} outputs for {loss.name}; e.g. --sizes {d},64,{n_out}")
+    if items is not None:
+        sizes = None
+        images = spec.wants_images(items) and data.image_shape is not None
+        net = spec.network(items, data.image_shape if images else (d,))
+        spec.check_output(net, n_out, f"{loss.name} on {flags['data']}"
+                          + (" (one real-valued target)" if regression else f" ({data.n_classes} classes)"))
     else:
-        sizes = [d, *flags["hidden"], n_out]
-    net = mlp(sizes, activation=flags["activation"], W_init="he_normal")
+        if flags["sizes"]:
+            sizes = flags["sizes"]
+            if sizes[0] != d or sizes[-1] != n_out:
+                raise ValueError(f"--sizes {_show(sizes)} does not fit {flags['data']}: it has {d} features "
+                                 f"and needs {n_out} outputs for {loss.name}; e.g. --sizes {d},64,{n_out}")
+        else:
+            sizes = [d, *flags["hidden"], n_out]
+        net = mlp(sizes, activation=flags["activation"], W_init="he_normal")
+    # Standardised as rows (per pixel), then shaped as the network takes them: (n, 8, 8, 1) for images.
+    train, val, test = (None if part is None else (part[0].reshape(len(part[0]), *net.in_shape), part[1])
+                        for part in (train, val, test))
     n = len(train[0])
     batch = (_default_batch(n, devices) if flags["batch_size"] is None else n if flags["batch_size"] == 0
              else flags["batch_size"])
@@ -191,7 +220,7 @@ def prepare(flags, horizon, devices=1) -> Run:
     resolved = flags | {"loss": loss.name, "sizes": sizes, "batch_size": batch, "weight_decay": decay}
     meta = {"flags": flags, "resolved": resolved, "horizon": horizon, "data": description,
             "mean": mean, "std": std, "fnnet": __version__}
-    return Run(net, loss, optimizer, train, val, test, batch, k_init, k_fit, meta)
+    return Run(net, loss, optimizer, train, val, test, batch, k_init, k_fit, meta, items)
 
 
 def _split(data, flags, key, stratify):
@@ -252,6 +281,10 @@ def _sha256(path):
 def _check(flags, args):
     """ValueError naming the first bad flag (the ones that need no data)."""
     f = flags
+    mlp_flags = [name for name in MLP_FLAGS if getattr(args, name) is not None]
+    if f["layers"] is not None and mlp_flags:
+        raise ValueError(f"--layers gives the whole network, and {_flag(mlp_flags[0])} describes an MLP: "
+                         f"give one or the other (an MLP as a spec: --layers dense:64:relu,dense:10)")
     if not (f["lr"] > 0 and np.isfinite(f["lr"])):
         raise ValueError(f"--lr must be a positive number, got {f['lr']}")
     if f["epochs"] < 1:
@@ -303,7 +336,7 @@ def _resume_file(path):
 
 def _resumed(saved, given, where):
     """The saved run's flags with `given` applied; ValueError if one contradicts the run."""
-    flags, resolved = saved["flags"], saved["resolved"]
+    flags, resolved = DEFAULTS | saved["flags"], DEFAULTS | saved["resolved"]  # a flag added since: its default
     for name, value in given.items():
         if name not in MAY_CHANGE and value not in (flags[name], resolved[name]):
             raise ValueError(
@@ -366,6 +399,7 @@ def run(args, parser) -> int:
 
     net, loss, optimizer, train, val, test = run[:6]
     params = net.init(run.k_init)
+    state = net.init_state() if net.has_state else None  # BatchNorm's running statistics
     opt_state = optimizer.init(params)
     say(net)
     n = len(train[0])
@@ -386,17 +420,20 @@ def run(args, parser) -> int:
         say(f"gradient check ({n_check} examples, float64): {report.message}")
         if not report.ok:
             say(report)
+            blamed = None if run.items is None else spec.blame(run.items, report)
+            if blamed:
+                say(blamed)
             return 1
 
-    history, start, best = {}, 0, None  # best: (epoch, val_loss, params) at a chunk end
+    history, start, best = {}, 0, None  # best: (epoch, val_loss, params, state) at a chunk end
     if saved:
         try:
             ckpt = load(resumed_from, net=net, optimizer=optimizer)
         except (ValueError, OSError) as e:
             parser.error(f"--resume {args.resume}: {e}")
-        params, opt_state = ckpt.params, ckpt.opt_state
+        params, opt_state, state = ckpt.params, ckpt.opt_state, ckpt.state
         start, history = saved["epoch"], {k: np.asarray(v) for k, v in saved["history"].items()}
-        best = _saved_best(saved, resumed_from, net, params)
+        best = _saved_best(saved, resumed_from, net, params, state)
         say(f"resumed from {resumed_from} at epoch {start}")
     chunk = args.log_every or max(1, flags["epochs"] // 20)
     saved_epoch = start if saved and args.save and _same_dir(resumed_from, args.save) else None
@@ -410,9 +447,11 @@ def run(args, parser) -> int:
         length = min(chunk, flags["epochs"] - epoch)
         began = time.perf_counter()
         try:
-            params, opt_state, h = fit(net, params, train, loss, optimizer, epochs=length, batch_size=run.batch,
-                                       key=run.k_fit, grad=flags["grad"], validation=val, opt_state=opt_state,
-                                       initial_epoch=epoch, return_opt_state=True, mesh=mesh)
+            out = fit(net, params, train, loss, optimizer, epochs=length, batch_size=run.batch, key=run.k_fit,
+                      grad=flags["grad"], validation=val, opt_state=opt_state, initial_epoch=epoch,
+                      return_opt_state=True, mesh=mesh, state=state)
+            params, opt_state, h = out[:3]
+            state = out[3] if net.has_state else None
         except DivergenceError as e:
             progress.close()
             where = ("" if not args.save else "; no checkpoint was saved before it" if saved_epoch is None
@@ -427,14 +466,14 @@ def run(args, parser) -> int:
         progress.update(epoch, history)
         improved = val is not None and (best is None or history["val_loss"][-1] < best[1])
         if improved:
-            best = (epoch, float(history["val_loss"][-1]), params)
+            best = (epoch, float(history["val_loss"][-1]), params, state)
         if args.save:
             meta = {"epoch": epoch, "history": {k: v.tolist() for k, v in history.items()},
                     "best": None if best is None else {"epoch": best[0], "val_loss": best[1]}, "run": run.meta}
-            save(os.path.join(args.save, "latest.fnnet"), params, opt_state, net=net, metadata=meta)
+            save(os.path.join(args.save, "latest.fnnet"), params, opt_state, net=net, metadata=meta, state=state)
             saved_epoch = epoch
             if improved:
-                save(os.path.join(args.save, "best.fnnet"), params, opt_state, net=net, metadata=meta)
+                save(os.path.join(args.save, "best.fnnet"), params, opt_state, net=net, metadata=meta, state=state)
     progress.close()
     if stopped is not None:
         say(f"stopped early at epoch {stopped}: the validation loss has not improved for "
@@ -442,21 +481,22 @@ def run(args, parser) -> int:
     # per-epoch time after compilation: the full-length chunks after the first (which compiled)
     steady_chunks = [(k, s) for k, s in timed[1:] if k == chunk] or timed or [(1, np.nan)]
     steady = sum(s for _, s in steady_chunks) / sum(k for k, _ in steady_chunks)
-    selected = params if best is None else best[2]
+    selected, selected_state = (params, state) if best is None else best[2:]
     parts = {"train": train, "validation": val, "test": test}
     results = {
-        "data": flags["data"], "sizes": run.meta["resolved"]["sizes"], "loss_name": loss.name,
+        "data": flags["data"], "layers": flags["layers"], "sizes": run.meta["resolved"]["sizes"],
+        "in_shape": list(net.in_shape), "loss_name": loss.name,
         **{k: run.meta["resolved"][k] for k in ("optimizer", "lr", "schedule", "warmup", "weight_decay",
                                                   "epochs", "batch_size", "grad", "seed")},
         "devices": 1 if mesh is None else mesh.size,
         "gradcheck_ok": None if report is None else report.ok,
         "selected_epoch": epoch if best is None else best[0], "stopped_early_at": stopped,
-        **{part: {k: float(v) for k, v in evaluate(net, selected, data, loss).items()}
+        **{part: {k: float(v) for k, v in evaluate(net, selected, data, loss, state=selected_state).items()}
            for part, data in parts.items() if data is not None},
         "seconds_total": time.perf_counter() - started, "seconds_per_epoch": steady,
     }
     if args.plot:
-        _plot(args.plot, history, net, selected, flags, train)
+        _plot(args.plot, history, net, selected, selected_state, flags, train)
         results["plot"] = args.plot
         say(f"plot written to {args.plot}")
     if args.json:
@@ -492,8 +532,8 @@ def _check_same_data(now, then, where):
                              f"{then[key]}, now {now[key]}")
 
 
-def _saved_best(saved, resumed_from, net, params):
-    """(epoch, val_loss, params) of the resumed run's best model: its best.fnnet if beside it."""
+def _saved_best(saved, resumed_from, net, params, state):
+    """(epoch, val_loss, params, state) of the resumed run's best model: its best.fnnet if beside it."""
     if saved.get("best") is None:
         return None
     epoch, value = saved["best"]["epoch"], saved["best"]["val_loss"]
@@ -502,13 +542,13 @@ def _saved_best(saved, resumed_from, net, params):
         try:
             ckpt = load(path, net=net)
             if ckpt.metadata.get("epoch") == epoch:
-                return epoch, value, ckpt.params
+                return epoch, value, ckpt.params, ckpt.state
         except (ValueError, OSError):
             pass
-    return saved["epoch"], float(saved["history"]["val_loss"][-1]), params  # best.fnnet gone: start anew
+    return saved["epoch"], float(saved["history"]["val_loss"][-1]), params, state  # best.fnnet gone: anew
 
 
-def _plot(path, history, net, params, flags, train):
+def _plot(path, history, net, params, state, flags, train):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -528,7 +568,7 @@ def _plot(path, history, net, params, flags, train):
         X, y = np.asarray(train[0]), np.asarray(train[1])
         lo, hi = X.min(0) - 0.5, X.max(0) + 0.5
         gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
-        out = np.asarray(net.apply(params, jnp.asarray(np.c_[gx.ravel(), gy.ravel()], jnp.float32)))
+        out = predict(net, params, jnp.asarray(np.c_[gx.ravel(), gy.ravel()], jnp.float32), state=state)
         z = (out[:, 0] > 0) if out.shape[1] == 1 else out.argmax(1)
         axes[2].contourf(gx, gy, z.reshape(gx.shape), alpha=0.3, cmap="coolwarm")
         labels = y.reshape(len(y), -1).argmax(1) if y.ndim > 1 and y.shape[1] > 1 else y.ravel()

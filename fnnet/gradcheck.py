@@ -393,11 +393,12 @@ def check_grads(candidate, *args, rtol=None, atol=None, eps=1e-6, directions=4,
         message = (f"loss value mismatch: candidate {value:.10g}, loss {ref_value:.10g}, "
                    f"abs. error {abs(value - ref_value):.1e}")
     else:
-        unjudged = sum(leaf.fd_ok is None for leaf in leaves)
+        unjudged = [leaf.path for leaf in leaves if leaf.fd_ok is None]
         kinks = sum(leaf.subgradient for leaf in leaves)
         message = (f"PASS: all {len(leaves)} leaves agree with "
                    + ("" if host else f"{' and '.join(references)} and with ") + f"finite differences ({dtype})"
-                   + (f"; finite differences could not judge {unjudged}" if unjudged else "")
+                   + (f"; finite differences could not judge {', '.join(unjudged)} (a kink along every "
+                      f"direction tried)" if unjudged else "")
                    + (f"; {kinks} as a valid subgradient where the loss has a kink" if kinks else "")
                    + ("; Hessian-vector products agree too" if order == 2 else ""))
     return GradCheckReport(ok, message, tuple(leaves), value, ref_value, bool(value_ok), dtype,

@@ -58,3 +58,33 @@ def test_per_example_gradients_find_flipped_labels():
     assert result.returncode == 0, result.stdout + result.stderr
     found, total = map(int, re.search(r"largest \d+ gradient norms: (\d+) of them are the (\d+)", result.stdout).groups())
     assert found / total >= 0.5
+
+
+def test_cnn_digits_checks_gradients_and_reaches_98_5_percent_mean_test_accuracy():
+    result = run("cnn_digits.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "gradient check: PASS" in out
+    accuracies = [float(a) for a in re.findall(r"^split \d: test accuracy ([\d.]+)%", out, re.M)]
+    assert len(accuracies) == 5 and sum(accuracies) / 5 >= 98.5
+    assert re.search(r"^per epoch: \d+ ms \(median, after compilation", out, re.M)
+
+
+def test_cnn_beats_mlp_by_10_points_on_shapes_at_random_positions():
+    result = run("cnn_shapes.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    means = {}
+    for model in ("CNN", "MLP"):
+        accuracies = [float(a) for a in re.findall(rf"^seed \d: {model} test accuracy ([\d.]+)%", out, re.M)]
+        assert len(accuracies) == 3
+        means[model] = sum(accuracies) / 3
+    assert means["CNN"] >= 90 and means["MLP"] <= 75 and means["CNN"] - means["MLP"] >= 10
+    gap = float(re.search(r"^gap: CNN − MLP = ([\d.]+) points", out, re.M).group(1))
+    assert abs(gap - (means["CNN"] - means["MLP"])) < 0.05
+
+
+def test_cnn_examples_reject_bad_flags():
+    for script, flag in (("cnn_digits.py", "--splits"), ("cnn_shapes.py", "--seeds")):
+        result = run(script, "--epochs", "1")
+        assert result.returncode == 2 and f"{flag} must be ≥ 1 and --epochs ≥ 2" in result.stderr

@@ -1,6 +1,6 @@
 """What fnnet is measured against: hand-rolled raw JAX (the step, the bare XOR scan, per-example
-gradients), the textbook numpy network (and its maths for any depth), and PyTorch eager when it
-is installed (`pip install -e .[bench]`)."""
+gradients, the CNN step), the textbook numpy network (and its maths for any depth), and PyTorch
+eager when it is installed (`pip install -e .[bench]`: the MLP and CNN steps, one conv layer)."""
 
 import functools
 import os
@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
 
 from benchmarks import timing
 
@@ -220,3 +221,169 @@ def torch_threads(run, target, settle):
     probe = {n: t["median"] for n, t in timing.interleaved(runs, 5, number, settle).items()}
     return {"threads": min(probe, key=probe.get), "threads_probe_s": probe,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+
+# ---------- CNNs: raw JAX (lax.conv_general_dilated + jax.grad) and PyTorch eager ----------
+
+_BN_MOMENTUM, _BN_EPS = 0.1, 1e-5  # PyTorch's BatchNorm2d defaults, fnnet's too
+
+
+def raw_cnn_forward(workload):
+    """`forward(params, state, X) -> (logits, state)` in training mode (batch statistics), written
+    from `workload.layers` with lax alone; params and state are lists like fnnet's, one entry
+    per layer (`{}` where a layer has none)."""
+
+    per_channel = lambda v: v[None, None, None, :]  # explicit broadcasting (rank promotion may be an error)
+
+    def forward(params, state, X):
+        a, new_state = X, []
+        for (kind, *args), p, s in zip(workload.layers, params, state):
+            if kind == "conv":
+                a = lax.conv_general_dilated(a, p["W"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                a = a + per_channel(p["b"])
+                if args[2] == "relu":
+                    a = jax.nn.relu(a)
+            elif kind == "bn":
+                m = a.size // a.shape[-1]
+                mean = a.mean(axis=(0, 1, 2))
+                var = jnp.square(a - per_channel(mean)).mean(axis=(0, 1, 2))
+                a = (a - per_channel(mean)) * per_channel(lax.rsqrt(var + _BN_EPS) * p["gamma"]) + per_channel(p["beta"])
+                s = {"mean": (1 - _BN_MOMENTUM) * s["mean"] + _BN_MOMENTUM * lax.stop_gradient(mean),
+                     "var": (1 - _BN_MOMENTUM) * s["var"] + _BN_MOMENTUM * lax.stop_gradient(var) * m / (m - 1)}
+            elif kind == "relu":
+                a = jax.nn.relu(a)
+            elif kind == "maxpool":
+                k = args[0]
+                a = lax.reduce_window(a, -jnp.inf, lax.max, (1, k, k, 1), (1, k, k, 1), "VALID")
+            elif kind == "flatten":
+                a = a.reshape(a.shape[0], -1)
+            elif kind == "gap":
+                a = a.mean(axis=(1, 2))
+            elif kind == "dense":
+                a = a @ p["W"] + p["b"][None, :]
+            new_state.append(s)
+        return a, new_state
+
+    return forward
+
+
+def raw_cnn_step(workload):
+    """`step(params, state, X, y) -> (params, state, loss)`: jit(value_and_grad) of the batch-mean
+    cross-entropy and SGD, params and state donated."""
+    forward, lr = raw_cnn_forward(workload), workload.lr
+
+    def loss(params, state, X, y):
+        logits, state = forward(params, state, X)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), state
+
+    def step(params, state, X, y):
+        (value, state), grads = jax.value_and_grad(loss, has_aux=True)(params, state, X, y)
+        return jax.tree.map(lambda p, g: p - lr * g, params, grads), state, value
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def torch_cnn_step(workload, params, X, y):
+    """The CNN as a torch nn.Sequential with optim.SGD, from `params` (HWIO kernels transposed to
+    OIHW) and the same batch (NHWC to NCHW): `(step, current_params)` as `torch_step`, or None
+    without torch. `current_params()` reads the model back in fnnet's layout and list."""
+    try:
+        import torch
+    except ImportError:
+        return None
+
+    class FlattenNHWC(torch.nn.Module):
+        """NCHW activations flattened in fnnet's NHWC order, so the Dense weights carry over."""
+
+        def forward(self, a):
+            return a.permute(0, 2, 3, 1).flatten(1)
+
+    modules, channels = [], workload.in_shape[-1]
+    for (kind, *args), p in zip(workload.layers, params):
+        if kind == "conv":
+            n_out, k, activation = args
+            conv = torch.nn.Conv2d(channels, n_out, k, padding=k // 2)
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(np.array(p["W"]).transpose(3, 2, 0, 1)))
+                conv.bias.copy_(torch.from_numpy(np.array(p["b"])))
+            modules.append(torch.nn.Sequential(conv, torch.nn.ReLU()) if activation == "relu" else conv)
+            channels = n_out
+        elif kind == "bn":
+            bn = torch.nn.BatchNorm2d(channels, eps=_BN_EPS, momentum=_BN_MOMENTUM)
+            with torch.no_grad():
+                bn.weight.copy_(torch.from_numpy(np.array(p["gamma"])))
+                bn.bias.copy_(torch.from_numpy(np.array(p["beta"])))
+            modules.append(bn)
+        elif kind == "dense":
+            linear = torch.nn.Linear(*np.shape(p["W"]))
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(np.array(p["W"]).T))
+                linear.bias.copy_(torch.from_numpy(np.array(p["b"])))
+            modules.append(linear)
+            channels = args[0]
+        else:
+            modules.append({"relu": torch.nn.ReLU, "maxpool": lambda: torch.nn.MaxPool2d(args[0]),
+                            "flatten": FlattenNHWC,
+                            "gap": lambda: torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()),
+                            }[kind]())
+    model = torch.nn.Sequential(*modules).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt = torch.from_numpy(np.array(X).transpose(0, 3, 1, 2).copy())
+    yt = torch.from_numpy(np.array(y)).long()
+
+    def step(threads):
+        torch.set_num_threads(threads)
+        optimizer.zero_grad()
+        loss = loss_fn(model(Xt), yt)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def current_params():
+        out = []
+        for (kind, *_), m in zip(workload.layers, model):
+            if kind == "conv":
+                conv = m[0] if isinstance(m, torch.nn.Sequential) else m
+                out.append({"W": conv.weight.detach().numpy().transpose(2, 3, 1, 0).copy(),
+                            "b": conv.bias.detach().numpy().copy()})
+            elif kind == "bn":
+                out.append({"gamma": m.weight.detach().numpy().copy(), "beta": m.bias.detach().numpy().copy()})
+            elif kind == "dense":
+                out.append({"W": m.weight.detach().numpy().T.copy(), "b": m.bias.detach().numpy().copy()})
+            else:
+                out.append({})
+        return out
+
+    return step, current_params
+
+
+def torch_conv(x, W, b, dz):
+    """One "SAME" stride-1 convolution's forward and backward in torch (x NHWC, W HWIO, as
+    numpy; moved to NCHW and OIHW once, here): `(run, result)`, or None without torch.
+
+    `run(threads)` computes z = conv2d(x, W) + b and backpropagates dz into dx, dW and db;
+    `result()` gives the last `(z, {"W": dW, "b": db}, dx)` in fnnet's layouts."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    Wt = torch.from_numpy(W.transpose(3, 2, 0, 1).copy()).requires_grad_()
+    bt = torch.from_numpy(b.copy()).requires_grad_()
+    dzt = torch.from_numpy(dz.transpose(0, 3, 1, 2).copy())
+    last = {}
+
+    def run(threads):
+        torch.set_num_threads(threads)
+        for t in (xt, Wt, bt):
+            t.grad = None
+        z = torch.nn.functional.conv2d(xt, Wt, bt, padding=W.shape[0] // 2)
+        z.backward(dzt)
+        last["z"] = z
+
+    def result():
+        nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1)
+        return (nhwc(last["z"]), {"W": Wt.grad.numpy().transpose(2, 3, 1, 0), "b": bt.grad.numpy()}, nhwc(xt.grad))
+
+    return run, result

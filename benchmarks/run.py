@@ -2,6 +2,10 @@
 
     python -m benchmarks.run [--quick] [--json benchmarks/results.json] [--sections xor,steps]
 
+Sections: the matmul peak; the MLP steps W1–W4; the CNN steps W5–W6 (with a conv peak); one
+conv layer in each formulation (benchmarks/conv_formulations.py); XOR end to end; per-example
+gradients; data-parallel scaling.
+
 PyTorch rows need the `bench` extra (`pip install -e .[bench]`) and are skipped without it.
 
 Every time is the steady state after compilation (compile time reported apart),
@@ -17,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks import baselines, timing, workloads
+from benchmarks import baselines, conv_formulations, timing, workloads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -179,6 +183,181 @@ def steps(args, peak_gflops=None):
     return {"workloads": result, "notes": notes[:1]}, "\n".join(lines)
 
 
+CNN_IMPLEMENTATIONS = ("raw JAX", "fnnet backprop", "fnnet autodiff", "torch")
+
+
+def conv_peak(args):
+    """The machine's float32 convolution peak: a jitted 3×3 "SAME" `lax.conv_general_dilated`
+    forward, 64 images of 32×32×64 → 64 channels (8 of 16×16×32 → 32 in --smoke)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    N, H, C, O = (8, 16, 32, 32) if args.smoke else (64, 32, 64, 64)
+    x = jax.random.normal(jax.random.key(0), (N, H, H, C), jnp.float32)
+    W = jax.random.normal(jax.random.key(1), (3, 3, C, O), jnp.float32)
+    conv = jax.jit(lambda x, W: lax.conv_general_dilated(x, W, (1, 1), "SAME",
+                                                          dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    _block(conv(x, W))
+    run = lambda: _block(conv(x, W))
+    t = timing.interleaved({"conv": run}, args.repeats, timing.calls_per_timing(run, args.target), args.settle)["conv"]
+    flops = 2 * N * H * H * 9 * C * O
+    return t | {"shape": f"{N}×{H}×{H}×{C}→{O}, 3×3", "gflops": flops / t["median"] / 1e9}
+
+
+def cnn(args, peak_gflops=None):
+    """Steady-state time per SGD step of raw JAX, fnnet (both gradient modes) and torch on the
+    CNNs W5 and W6, interleaved; the conv FLOP/s of each against a measured conv peak."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import fnnet
+
+    peak_conv = conv_peak(args)
+    result, notes = {}, []
+    for w in workloads.CNN_WORKLOADS:
+        batch = w.smoke_batch if args.smoke else w.batch
+        net, optimizer = w.net(), optax.sgd(w.lr)
+        params, state0 = net.init(jax.random.key(0)), net.init_state()
+        X, y = w.data(jax.random.key(1), batch)
+        copy = lambda tree: jax.tree.map(jnp.copy, tree)
+        raw = baselines.raw_cnn_step(w)
+        fnnet_steps = {g: fnnet.train_step(net, w.loss, optimizer, grad=g, metrics=("loss",))
+                       for g in fnnet.train.GRAD_MODES}
+
+        def fnnet_call(g, p, o, s):
+            """(params, opt_state, state, loss) after one step; `s` is None without BatchNorm."""
+            if net.has_state:
+                p, o, m, s = fnnet_steps[g](p, o, X, y, state=s)
+            else:
+                p, o, m = fnnet_steps[g](p, o, X, y)
+            return p, o, s, m["loss"]
+
+        # Correctness first, as in `steps`: 3 steps of each land where raw JAX's do (the params,
+        # and BatchNorm's running statistics); the first call's time, less a step's, is compiling.
+        first = {}
+        reference, ref_state = copy(params), copy(state0)
+        for _ in range(3):
+            start = time.perf_counter()
+            reference, ref_state, value = raw(reference, ref_state, X, y)
+            _block(value)
+            first.setdefault("raw JAX", time.perf_counter() - start)
+        for g in fnnet_steps:
+            p, o, s = copy(params), optimizer.init(params), copy(state0) if net.has_state else None
+            for _ in range(3):
+                start = time.perf_counter()
+                p, o, s, value = fnnet_call(g, p, o, s)
+                _block(value)
+                first.setdefault(f"fnnet {g}", time.perf_counter() - start)
+            _assert_close(f"fnnet {g}", w, (p, s), (reference, ref_state), w.tol, initial=(params, state0),
+                          what="updates of the parameters and state than raw JAX in 3 steps")
+        torch_sgd = baselines.torch_cnn_step(w, params, X, y)
+        if torch_sgd is not None:
+            torch_run, torch_params = torch_sgd
+            for _ in range(3):
+                torch_run(1)
+            _assert_close("torch", w, torch_params(), reference, w.tol, initial=params,
+                          what="updates of the parameters than raw JAX in 3 steps")
+
+        current = {"raw JAX": (copy(params), copy(state0)),
+                   **{f"fnnet {g}": (copy(params), optimizer.init(params), copy(state0) if net.has_state else None)
+                      for g in fnnet_steps}}
+
+        def run_raw():
+            p, s, value = raw(*current["raw JAX"], X, y)
+            current["raw JAX"] = (p, s)
+            _block(value)
+
+        def fnnet_runner(g):
+            def run():
+                *carry, value = fnnet_call(g, *current[f"fnnet {g}"])
+                current[f"fnnet {g}"] = tuple(carry)
+                _block(value)
+            return run
+
+        runs = {"raw JAX": run_raw, **{f"fnnet {g}": fnnet_runner(g) for g in fnnet_steps}}
+        if torch_sgd is None:
+            notes.append("torch: not installed, skipped")
+        else:
+            choice = baselines.torch_threads(torch_run, args.target, args.settle)
+            runs["torch"] = functools.partial(torch_run, choice["threads"])
+        number = {name: timing.calls_per_timing(run, args.target) for name, run in runs.items()}
+        samples = timing.interleaved_samples(runs, args.repeats, number, args.settle)
+        compile_s = {name: max(first[name] - float(np.median(samples[name])), 0.0) for name in first}
+        flops = w.conv_flops_per_step(batch)
+        rows = {}
+        for name, sample in samples.items():
+            t = timing.summary(sample)
+            rows[name] = t | {"ratio_to_raw_jax": t["median"] / timing.summary(samples["raw JAX"])["median"],
+                              "paired_ratio_to_raw_jax": timing.paired_ratio(sample, samples["raw JAX"]),
+                              "compile_s": compile_s.get(name),
+                              "conv_gflops": flops / t["median"] / 1e9,
+                              "fraction_of_conv_peak": flops / t["median"] / 1e9 / peak_conv["gflops"]}
+            if peak_gflops:
+                rows[name]["fraction_of_matmul_peak"] = rows[name]["conv_gflops"] / peak_gflops
+        if torch_sgd is not None:
+            rows["torch"] |= choice
+        backprop = samples["fnnet backprop"]
+        ratios = {"backprop_over_autodiff": timing.paired_ratio(backprop, samples["fnnet autodiff"]),
+                  "fnnet_over_raw_jax": timing.paired_ratio(backprop, samples["raw JAX"]),
+                  "raw_jax_over_torch": None, "fnnet_over_torch": None}
+        if "torch" in samples:
+            ratios["raw_jax_over_torch"] = timing.paired_ratio(samples["raw JAX"], samples["torch"])
+            ratios["fnnet_over_torch"] = timing.paired_ratio(backprop, samples["torch"])
+        formulations = _conv_formulations(net)
+        result[w.name] = {"title": w.title, "batch": batch, "conv_flops_per_step": flops, "rows": rows,
+                          "ratios": ratios, "formulations": formulations}
+
+    lines = [f"CNN time per SGD step after compilation, float32, medians of {args.repeats} interleaved rounds; "
+             f"ratios paired (median over rounds of the ratio within a round)",
+             f"conv FLOPs per step: 2·N·H'·W'·k²·C·O per conv forward, again for dW and for dx (not the "
+             f"first conv's dx: no one computes it); conv peak: lax.conv forward {peak_conv['shape']}, "
+             f"{peak_conv['gflops']:.1f} GFLOP/s",
+             f"{'workload':<41}{'implementation':<17}{'ms/step':>9}{'q25–q75':>16}{'× raw JAX':>11}"
+             f"{'compile s':>11}{'conv GFLOP/s':>14}{'% conv peak':>13}"]
+    for name, r in result.items():
+        title = f"{name} {r['title']}, batch {r['batch']}"
+        for impl, row in r["rows"].items():
+            spread = f"{row['q25'] * 1e3:.2f}–{row['q75'] * 1e3:.2f}"
+            compiled = "" if row["compile_s"] is None else f"{row['compile_s']:.2f}"
+            label = f"torch, {row['threads']} thr." if impl == "torch" else impl
+            lines.append(f"{title:<41}{label:<17}{row['median'] * 1e3:>9.2f}{spread:>16}"
+                         f"{row['paired_ratio_to_raw_jax']:>11.2f}{compiled:>11}{row['conv_gflops']:>14.1f}"
+                         f"{100 * row['fraction_of_conv_peak']:>12.0f}%")
+            title = ""
+    for key, label, target in (("backprop_over_autodiff", "fnnet backprop / fnnet autodiff (target ≤ 1.05)", 1.05),
+                               ("fnnet_over_raw_jax", "fnnet backprop / raw JAX (target ≤ 1.05)", 1.05),
+                               ("fnnet_over_torch", "fnnet backprop / torch (stretch ≤ 1.0)", 1.0),
+                               ("raw_jax_over_torch", "raw JAX / torch", None)):
+        values = {n: r["ratios"][key] for n, r in result.items() if r["ratios"][key] is not None}
+        if values:
+            lines.append(f"{label}: " + ", ".join(
+                f"{n} {v:.2f}" + ("" if target is None else f" ({'met' if v <= target else 'not met'})")
+                for n, v in values.items()))
+    lines.append("Conv2D formulations (impl='auto'): " + "; ".join(
+        f"{n} " + ", ".join(f"{f['layer']} {f['formulation']}" for f in r["formulations"]) for n, r in result.items()))
+    torch_rows = {n: r["rows"]["torch"] for n, r in result.items() if "torch" in r["rows"]}
+    if torch_rows:
+        lines.append(_torch_threads_line(torch_rows))
+    lines += notes[:1]
+    return {"conv_peak": peak_conv, "workloads": result, "notes": notes[:1]}, "\n".join(lines)
+
+
+def _conv_formulations(net):
+    """`[{"layer", "in_shape", "formulation"}]` of each Conv2D in the network's top level."""
+    from fnnet.layers.combinators import _in_shapes
+    shapes = _in_shapes(net.layers, net.in_shape)
+    return [{"layer": f"[{i}]", "in_shape": list(shape), "formulation": layer.formulation(shape)}
+            for i, (layer, shape) in enumerate(zip(net.layers, shapes)) if hasattr(layer, "formulation")]
+
+
+def conv_layers(args):
+    """One conv layer's forward + backward in each formulation (benchmarks/conv_formulations.py)."""
+    return conv_formulations.run(args)
+
+
 def _us(seconds):
     us = seconds * 1e6
     return f"{us:.1f}" if us < 100 else f"{us:.0f}"
@@ -192,8 +371,11 @@ def _torch_threads_line(rows):
         for name, row in rows.items())
 
 
-def _assert_close(name, w, params, reference, tol=1e-4, what="parameters than raw JAX after 3 steps"):
-    error = workloads.max_rel_error(params, reference)
+def _assert_close(name, w, params, reference, tol=1e-4, what="parameters than raw JAX after 3 steps", initial=None):
+    """Raise unless `params` are within `tol` of `reference` (relative, per leaf); with `initial`,
+    compare the changes from it instead (`workloads.max_rel_update_error`)."""
+    error = (workloads.max_rel_error(params, reference) if initial is None
+             else workloads.max_rel_update_error(params, reference, initial))
     if not error <= tol:
         raise AssertionError(f"{name} on {w.name} computes different {what} "
                              f"(max rel. error {error:.1e}): not timing a wrong computation")
@@ -388,7 +570,8 @@ def scaling(args):
     return result, "\n".join(lines)
 
 
-SECTIONS = {"peak": peak, "steps": steps, "xor": xor, "per_example": per_example, "scaling": scaling}
+SECTIONS = {"peak": peak, "steps": steps, "cnn": cnn, "conv_layers": conv_layers, "xor": xor,
+            "per_example": per_example, "scaling": scaling}
 
 
 def main(argv=None):
@@ -413,7 +596,7 @@ def main(argv=None):
               "settings": {"quick": args.quick, "smoke": args.smoke, "repeats": args.repeats}}
     started = time.perf_counter()
     for name in sections:
-        extra = {"peak_gflops": report["peak"]["peak_gflops"]} if name == "steps" and "peak" in report else {}
+        extra = {"peak_gflops": report["peak"]["peak_gflops"]} if name in ("steps", "cnn") and "peak" in report else {}
         result, table = SECTIONS[name](args, **extra)
         report[name] = result
         print(table, end="\n\n", flush=True)

@@ -59,8 +59,106 @@ def max_rel_error(params, reference) -> float:
                for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference)))
 
 
+def max_rel_update_error(params, reference, initial, floor=1e-3) -> float:
+    """How far the steps that led from `initial` to `params` went from those to `reference`:
+    the largest ‖Δa − Δb‖ / max(‖Δb‖, floor · U) over the leaves, with Δ the change from
+    `initial`, ‖·‖ the 2-norm of a leaf and U the largest ‖Δb‖ of any leaf.
+
+    For the CNNs, where comparing the params themselves cannot work: a few steps move a
+    kernel by 1e-3 of its size, so even a wrong gradient would land "close"; the BatchNorm
+    betas start at 0, so their relative error is their gradient's; and the bias of a conv
+    before a BatchNorm has a gradient of 0 but for rounding (the floor compares it to the
+    other updates). W6's float32 gradients are ill-conditioned: a pre-activation within
+    rounding of 0 falls on either side of its ReLU depending on the order of a sum, and
+    such a flip moves the gradients of the layers below it by up to 1e-2 of a leaf's largest
+    entry (measured: XLA's convolutions against fnnet's im2col, and against float64), hence
+    2-norms, which a flip in one channel moves less.
+    """
+    import numpy as np
+    leaves = [[np.asarray(v, np.float64) for v in jax.tree.leaves(t)] for t in (params, reference, initial)]
+    deltas = [(a - p0, b - p0) for a, b, p0 in zip(*leaves)]
+    largest = max((np.linalg.norm(db) for _, db in deltas), default=0.0)
+    return max((float(np.linalg.norm(da - db) / max(np.linalg.norm(db), floor * largest, 1e-30))
+                for da, db in deltas), default=0.0)
+
+
 def batch(workload, key):
     """One batch: XOR's four points for W1, random data otherwise."""
     if workload is W1:
         return XOR_X, XOR_Y
     return workload.data(key)
+
+
+# ---------- CNN workloads: a layer list that fnnet, raw JAX and torch each build for themselves ----------
+
+@dataclass(frozen=True)
+class CNNWorkload:
+    """A small CNN for 10 classes on random NHWC images, softmax cross-entropy on integer labels.
+
+    `layers` is the architecture as plain tuples, one per fnnet layer (so the params and state
+    trees line up, `{}` for a layer without either), read independently by `net()`, by
+    `baselines.raw_cnn_step` and by `baselines.torch_cnn_step`:
+
+        ("conv", n_out, k, activation)   k×k, stride 1, "SAME", activation "relu" or None
+        ("bn",)  ("relu",)  ("maxpool", k)  ("flatten",)  ("gap",)  ("dense", n_out)
+
+    `smoke_batch`: the batch of `--smoke`, to keep the test suite quick. `tol`: how close each
+    implementation's 3-step updates must come to raw JAX's (`max_rel_update_error`).
+    """
+    name: str
+    title: str
+    in_shape: tuple
+    layers: tuple
+    batch: int
+    lr: float
+    smoke_batch: int
+    tol: float
+    loss: str = "softmax_cross_entropy_with_integer_labels"
+
+    def net(self):
+        def layer(spec):
+            kind, *args = spec
+            if kind == "conv":
+                n_out, k, activation = args
+                return fnnet.Conv2D(n_out, k, activation=activation or "identity", W_init="he_normal")
+            return {"bn": fnnet.BatchNorm, "relu": lambda: fnnet.Activation("relu"), "maxpool": fnnet.MaxPool2D,
+                    "flatten": fnnet.Flatten, "gap": fnnet.GlobalAvgPool2D, "dense": fnnet.Dense}[kind](*args)
+        return fnnet.Network(self.in_shape, tuple(map(layer, self.layers)))
+
+    def data(self, key, n=None):
+        """X `(n, *in_shape)` standard normal and labels `(n,)` in [0, 10); n defaults to one batch."""
+        n = self.batch if n is None else n
+        kx, ky = jax.random.split(key)
+        return jax.random.normal(kx, (n, *self.in_shape), jnp.float32), jax.random.randint(ky, (n,), 0, 10)
+
+    def convs(self, batch=None):
+        """Each convolution's shapes: `(N, H, W, C, k, O)`, stride 1 and "SAME", so H' = H."""
+        shape, out = self.in_shape, []
+        for kind, *args in self.layers:
+            if kind == "conv":
+                out.append((batch or self.batch, *shape, args[1], args[0]))
+                shape = (*shape[:2], args[0])
+            elif kind == "maxpool":
+                shape = (shape[0] // args[0], shape[1] // args[0], shape[2])
+        return out
+
+    def conv_flops_per_step(self, batch=None):
+        """Convolution FLOPs of one training step: 2·N·H'·W'·kh·kw·C·O for each conv's forward,
+        the same again for its dW and for its dx, except the first conv's dx (of the data,
+        which no one differentiates: every implementation here skips it). Dense layers,
+        pooling, BN and the elementwise work are not counted."""
+        per_conv = [2 * N * H * W * k * k * C * O for N, H, W, C, k, O in self.convs(batch)]
+        return 3 * sum(per_conv) - per_conv[0]
+
+
+def _conv_block(n):
+    return (("conv", n, 3, None), ("bn",), ("relu",), ("conv", n, 3, None), ("bn",), ("relu",), ("maxpool", 2))
+
+
+W5 = CNNWorkload("W5", "digits-sized CNN 8×8×1", (8, 8, 1),
+                 (("conv", 32, 3, "relu"), ("conv", 64, 3, "relu"), ("maxpool", 2), ("flatten",), ("dense", 10)),
+                 batch=128, lr=0.05, smoke_batch=32, tol=1e-4)
+W6 = CNNWorkload("W6", "CIFAR-sized CNN+BN 32×32×3", (32, 32, 3),
+                 _conv_block(32) + _conv_block(64) + (("gap",), ("dense", 10)),
+                 batch=64, lr=0.05, smoke_batch=8, tol=2e-2)  # measured 4e-3, see above
+CNN_WORKLOADS = (W5, W6)

@@ -24,6 +24,8 @@ def _check_torch_row(row, label, stdout):
 
 
 def test_benchmark_smoke_run_writes_a_complete_table_and_json(tmp_path):
+    from benchmarks import conv_formulations
+
     out = tmp_path / "results.json"
     run = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--json", str(out)],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -47,6 +49,42 @@ def test_benchmark_smoke_run_writes_a_complete_table_and_json(tmp_path):
         if HAS_TORCH:
             _check_torch_row(rows["torch"], "torch", run.stdout)
     assert report["steps"]["notes"] == ([] if HAS_TORCH else ["torch: not installed, skipped"])
+
+    cnn = report["cnn"]
+    assert cnn["conv_peak"]["gflops"] > 0 and 0 < cnn["conv_peak"]["q25"] <= cnn["conv_peak"]["q75"]
+    assert list(cnn["workloads"]) == ["W5", "W6"]  # --smoke: both, at batches of 32 and 8
+    for name, workload in cnn["workloads"].items():
+        rows = workload["rows"]
+        assert list(rows) == ["raw JAX", "fnnet backprop", "fnnet autodiff"] + ["torch"] * HAS_TORCH, name
+        assert workload["batch"] == {"W5": 32, "W6": 8}[name] and workload["conv_flops_per_step"] > 0
+        for impl, row in rows.items():
+            assert 0 < row["q25"] <= row["median"] <= row["q75"], (name, impl)
+            assert row["paired_ratio_to_raw_jax"] > 0 and row["conv_gflops"] > 0 and row["fraction_of_conv_peak"] > 0
+            assert row["fraction_of_matmul_peak"] > 0  # the peak section ran first
+        assert rows["raw JAX"]["paired_ratio_to_raw_jax"] == 1.0
+        assert all(rows[i]["compile_s"] > 0 for i in ("raw JAX", "fnnet backprop", "fnnet autodiff"))
+        ratios = workload["ratios"]
+        assert ratios["backprop_over_autodiff"] > 0 and ratios["fnnet_over_raw_jax"] > 0
+        assert (ratios["fnnet_over_torch"] is not None) == (ratios["raw_jax_over_torch"] is not None) == HAS_TORCH
+        if HAS_TORCH:
+            _check_torch_row(rows["torch"], "torch", run.stdout)
+        # the first conv of each (3×3 on 1 or 3 channels) is im2col, the others lax's convolutions
+        assert [f["formulation"] for f in workload["formulations"]] == {"W5": ["im2col", "conv"],
+                                                                         "W6": ["im2col"] + ["conv"] * 3}[name]
+    assert "Conv2D formulations (impl='auto'): W5 [0] im2col, [1] conv; W6 [0] im2col, [3] conv" in run.stdout
+    assert "(target ≤ 1.05)" in run.stdout and "(stretch ≤ 1.0)" in run.stdout and "% conv peak" in run.stdout
+    assert cnn["notes"] == ([] if HAS_TORCH else ["torch: not installed, skipped"])
+
+    layers = report["conv_layers"]["shapes"]
+    assert list(layers) == ["W5.conv0", "W5.conv1"]  # --smoke: W5's, at a batch of 32
+    for label, shape in layers.items():
+        assert shape["shape"]["N"] == 32 and shape["flops"] > 0 and f"{label} (32, 8, 8" in run.stdout
+        assert shape["auto"] == {"W5.conv0": "im2col", "W5.conv1": "conv"}[label]
+        assert list(shape["rows"]) == [f for f in conv_formulations.FORMULATIONS if f != "torch" or HAS_TORCH]
+        for name, row in shape["rows"].items():
+            assert 0 < row["q25"] <= row["median"] <= row["q75"] and row["gflops"] > 0, (label, name)
+        assert shape["rows"]["lax.conv + autodiff"]["paired_ratio_to_lax_autodiff"] == 1.0
+    assert "Conv2D(impl='auto') picks: W5.conv0 im2col, W5.conv1 conv" in run.stdout
 
     xor = report["xor"]["rows"]
     assert list(xor) == (["numpy textbook", "raw JAX scan", "bare scan", "fnnet fit", "fnnet fit (compiled program)",
@@ -95,6 +133,57 @@ def test_benchmark_refuses_to_time_a_wrong_computation():
         run._assert_close("bad", workloads.W2, bad, good)
     with pytest.raises(AssertionError, match=r"bad on W2 computes different per-example gradients than twin"):
         run._assert_close("bad", workloads.W2, bad, good, what="per-example gradients than twin")
+
+
+def test_cnn_gate_compares_updates_and_can_fail():
+    """The CNNs' correctness gate compares what 3 steps changed (params and BatchNorm state):
+    raw JAX against itself passes, updates ×1.01 (W5) or ×1.1 (W6, whose float32 gradients
+    are ill-conditioned, see workloads.max_rel_update_error) do not, nor a wrong leaf."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import baselines, run, workloads
+
+    for w, factor in ((workloads.W5, 1.01), (workloads.W6, 1.1)):
+        net = w.net()
+        params, state = net.init(jax.random.key(0)), net.init_state()
+        X, y = w.data(jax.random.key(1), w.smoke_batch)
+        raw = baselines.raw_cnn_step(w)
+        p, s = jax.tree.map(jnp.copy, (params, state))
+        for _ in range(3):
+            p, s, _ = raw(p, s, X, y)
+        run._assert_close("ok", w, (p, s), (p, s), w.tol, initial=(params, state))
+        scaled = jax.tree.map(lambda a, a0: a0 + factor * (a - a0), p, params)
+        with pytest.raises(AssertionError, match=rf"bad on {w.name} computes different updates"):
+            run._assert_close("bad", w, scaled, p, w.tol, initial=params, what="updates of the params")
+        # one leaf's update wrong: the last conv's kernel left as it was
+        last_conv = max(i for i, (kind, *_) in enumerate(w.layers) if kind == "conv")
+        stale = list(p)
+        stale[last_conv] = dict(p[last_conv], W=params[last_conv]["W"])
+        with pytest.raises(AssertionError, match=rf"bad on {w.name} computes different updates"):
+            run._assert_close("bad", w, stale, p, w.tol, initial=params, what="updates of the params")
+
+
+def test_torch_cnn_baseline_reads_back_fnnet_layout():
+    """torch's CNN params come back in fnnet's list and layouts (HWIO kernels), equal before a
+    step and within the gate after 3."""
+    pytest.importorskip("torch")
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import baselines, run, workloads
+
+    for w in workloads.CNN_WORKLOADS:
+        params = w.net().init(jax.random.key(0))
+        X, y = w.data(jax.random.key(1), w.smoke_batch)
+        step, current_params = baselines.torch_cnn_step(w, params, X, y)
+        assert jax.tree.structure(current_params()) == jax.tree.structure(params)
+        assert workloads.max_rel_error(current_params(), params) == 0.0
+        raw, p, s = baselines.raw_cnn_step(w), jax.tree.map(jnp.copy, params), w.net().init_state()
+        for _ in range(3):
+            step(1)
+            p, s, _ = raw(p, s, X, y)
+        run._assert_close("torch", w, current_params(), p, w.tol, initial=params)
 
 
 def test_torch_baseline_reads_back_fnnet_layout_and_its_gate_can_fail():

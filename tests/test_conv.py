@@ -1,6 +1,7 @@
 """Conv2D: the hand-written backward against jax.vjp of its own forward (float64), the forward
 against PyTorch, planted bugs the comparison must catch, and the errors for bad arguments."""
 
+import dataclasses
 import math
 
 import jax
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from jax import lax
 
 from fnnet import activations, initializers
+from fnnet.layers import conv
 from fnnet.layers.conv import Conv2D
 from oracles import rel_error, tree_rel_error
 
@@ -234,3 +236,95 @@ KEY = jax.random.key(0)
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+# ---------- the formulations (Conv2D.formulation): each passes the check, and they agree ----------
+
+def forward_and_backward(layer, params, x, dy):
+    @jax.jit
+    def run(params, x, dy):
+        y, cache = layer.forward(params, x)
+        return y, layer.backward(params, cache, dy)
+    return run(params, x, dy)
+
+
+@settings(max_examples=20, deadline=None)
+@given(configs())
+def test_formulations_each_equal_vjp_and_agree_with_each_other(config):
+    layer, in_shape, batch = config
+    inputs = random_inputs(layer, in_shape, batch)
+    results = {}
+    for impl in ("conv", "im2col"):
+        variant = dataclasses.replace(layer, impl=impl)
+        assert backward_error(variant, in_shape, batch) <= 1e-10, impl
+        results[impl] = forward_and_backward(variant, *inputs)
+    assert tree_rel_error(results["im2col"], results["conv"]) <= 1e-12
+
+
+@pytest.mark.parametrize("layer,in_shape,expected", [
+    (Conv2D(32, 3), (32, 32, 3), "im2col"),  # a first layer: 27 patch columns
+    (Conv2D(32, 5), (28, 28, 1), "im2col"),  # 25
+    (Conv2D(32, 3), (32, 32, 4), "conv"),  # 36 > IM2COL_MAX_COLUMNS
+    (Conv2D(64, 3), (8, 8, 32), "conv"),
+    (Conv2D(4, 1, groups=2), (8, 8, 4), "conv"),  # grouped: lax's feature groups, however few columns
+    (Conv2D(6, 3, groups=3), (8, 8, 3), "taps"),  # depthwise
+    (Conv2D(64, 3, impl="im2col"), (8, 8, 32), "im2col"),
+    (Conv2D(32, 3, impl="conv"), (32, 32, 3), "conv"),
+    (Conv2D(6, 3, groups=3, impl="conv"), (8, 8, 3), "taps"),
+    (Conv2D(6, 3, groups=3, impl="im2col"), (8, 8, 3), "im2col"),
+], ids=repr)
+def test_auto_picks_im2col_for_few_patch_columns(layer, in_shape, expected):
+    assert conv.IM2COL_MAX_COLUMNS == 32
+    assert layer.formulation(in_shape) == expected
+
+
+def test_dW_slices_cover_the_batch():
+    assert conv._slices(64, 2 ** 17) == [(i, i + 2) for i in range(0, 64, 2)]  # 256 KB of δ each
+    assert conv._slices(128, 2 ** 14) == [(i, i + 8) for i in range(0, 128, 8)]  # but ≤ 8 examples
+    assert conv._slices(3, 16) == [(0, 3)]  # small examples: one slice
+    assert conv._slices(5, 2 ** 30) == [(i, i + 1) for i in range(5)]  # large ones: one example each,
+    assert conv._slices(1000, 2 ** 30) == [(i, min(i + 32, 1000)) for i in range(0, 1000, 32)]  # ≤ 32 slices
+
+
+@pytest.mark.parametrize("layer,in_shape", [
+    (Conv2D(4, 3, stride=2, padding=((1, 2), (0, 1)), impl="conv"), (7, 6, 2)),
+    (Conv2D(4, 3, dilation=2, groups=2, impl="conv"), (6, 6, 4)),
+], ids=repr)
+def test_dW_summed_over_slices_of_the_batch(layer, in_shape, monkeypatch):
+    inputs = random_inputs(layer, in_shape, batch=5)
+    whole = forward_and_backward(layer, *inputs)
+    monkeypatch.setattr(conv, "DW_SLICE_BYTES", 1)  # each example a slice of its own ...
+    monkeypatch.setattr(conv, "DW_MAX_SLICES", 2)  # ... but two slices at most: 3 + 2 examples
+    assert conv._slices(5, 1) == [(0, 3), (3, 5)]
+    assert backward_error(layer, in_shape, batch=5) <= 1e-10
+    assert tree_rel_error(forward_and_backward(layer, *inputs), whole) <= 1e-12
+
+
+@pytest.mark.parametrize("impl", ["conv", "im2col"])
+def test_per_example_backward_from_cache_slices_in_each_formulation(impl):
+    layer = Conv2D(4, 3, stride=2, activation="tanh", impl=impl)
+    params, x, dy = random_inputs(layer, (6, 6, 3), batch=4)
+    y, cache = jax.jit(layer.forward)(params, x)
+    dparams, dx = jax.jit(layer.backward)(params, cache, dy)
+    per = jax.jit(jax.vmap(lambda c, d: layer.backward(params, jax.tree.map(lambda a: a[None], c), d[None])))
+    dparams_i, dx_i = per(cache, dy)
+    assert tree_rel_error(jax.tree.map(lambda a: a.sum(0), dparams_i), dparams) <= 1e-12
+    assert rel_error(dx_i[:, 0], dx) <= 1e-12
+
+
+@pytest.mark.parametrize("impl,groups", [("conv", 1), ("im2col", 1), ("im2col", 3)])
+def test_float32_stays_float32_in_each_formulation(impl, groups):
+    layer = Conv2D(6, 3, stride=2, groups=groups, impl=impl)
+    params = {"W": jnp.ones((3, 3, 3 // groups, 6), jnp.float32), "b": jnp.ones(6, jnp.float32)}
+    y, (dparams, dx) = forward_and_backward(layer, params, jnp.ones((2, 5, 5, 3), jnp.float32),
+                                            jnp.ones((2, 3, 3, 6), jnp.float32))
+    assert y.dtype == dx.dtype == dparams["W"].dtype == dparams["b"].dtype == jnp.float32
+
+
+def test_impl_is_checked_kept_out_of_the_repr_and_round_trips():
+    with pytest.raises(ValueError, match=r"Conv2D\(n_out=8.*\): impl must be one of \('auto', 'conv', 'im2col'\), "
+                                         r"got 'fft'"):
+        Conv2D(8, 3, impl="fft")
+    layer = Conv2D(8, 3, impl="im2col")
+    assert layer != Conv2D(8, 3) and repr(layer) == repr(Conv2D(8, 3))
+    assert Conv2D(**{k: getattr(layer, k) for k in layer.__dataclass_fields__}) == layer

@@ -1,12 +1,37 @@
-"""2-D convolution on NHWC images, with its backward written as two more convolutions.
+"""2-D convolution on NHWC images, with its backward written out by hand, in one of three
+formulations (`Conv2D.formulation` says which one a layer uses for a shape). Measured in
+float32 on a 2-core x86 CPU (benchmarks/conv_formulations.py: one layer's forward and
+backward; benchmarks/run.py: the training steps of two CNNs):
 
-Depthwise layers (groups = C > 1) run as sums over the kernel's taps of shifted, strided
-views of the input instead: XLA's grouped convolutions are slow on CPU. Measured, the backward
-of a 3×3 depthwise layer on 64 images of 32×32×32, jitted: 80 ms by lax's grouped convolutions
-(what autodiff of a grouped `lax.conv_general_dilated` runs), 12-18 ms by taps; with stride 2
-and two outputs per channel, 2 s against 22 ms.
+- "conv": `lax.conv_general_dilated` forward, and dx and dW as two more convolutions. XLA's
+  CPU convolution for dW (a kernel the size of the image, contracted over the batch) runs
+  faster on slices of the batch, summed: alone, 0.5–0.6× the time of one convolution over
+  batches of 64 images of 32×32×32 or 16×16×64 and 128 of 8×8×32, with 128–256 KB of δ per
+  slice (`DW_SLICE_BYTES`, `DW_SLICE_EXAMPLES`), on one core as on two (a cache effect, not
+  parallelism); a whole training step of the benchmark's CNNs W5 and W6 took 0.75–0.85×
+  the time with one dW convolution per layer (4 runs, paired), though one layer's forward
+  and backward on its own is not consistently faster (0.86–1.13×). The slices are unrolled,
+  at most `DW_MAX_SLICES` of them: a convolution inside a `lax.scan` ran 30–50× slower.
+- "im2col": the patches of x (a row of kh·kw·C/g values per output pixel, per group) times
+  W as a matrix; dW = patchesᵀ δ, and dx = col2im(δ Wᵀ), which sends each tap's share back
+  to the pixel it read. With few columns, the first layer of a network, XLA's convolution
+  uses the CPU badly and this is 1.3–1.8× faster (3×3 kernels on 1 or 3 channels, dx
+  included, which a network never asks of its first layer); about even at 4 channels; from
+  8 channels the patch matrix outgrows the caches: 4–5× slower on 32×32 images, 1.2–1.6× on
+  8×8.
+- "taps" (depthwise, groups = C > 1): sums over the kernel's taps of shifted, strided views
+  of the input: XLA's grouped convolutions are slow on CPU. Measured, the backward of a 3×3
+  depthwise layer on 64 images of 32×32×32, jitted: 80 ms by lax's grouped convolutions
+  (what autodiff of a grouped `lax.conv_general_dilated` runs), 12-18 ms by taps; with
+  stride 2 and two outputs per channel, 2 s against 22 ms.
+
+`impl="auto"` (the default) picks "im2col" for groups = 1 and kh·kw·C ≤ `IM2COL_MAX_COLUMNS`,
+"taps" for depthwise layers and "conv" otherwise. `impl="conv"` or `impl="im2col"` forces
+one; every formulation computes the same function from the same params and cache ("conv" is
+"taps" for a depthwise layer).
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import jax
@@ -23,6 +48,21 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 _DIMS_DW = ("CHWN", "IHWO", "HWNC")
 # dx reads the kernel with its in/out roles swapped (no transpose of W in memory).
 _DIMS_DX = ("NHWC", "HWOI", "NHWC")
+
+IMPLS = ("auto", "conv", "im2col")
+
+IM2COL_MAX_COLUMNS = 32
+"""`impl="auto"` uses im2col for groups = 1 up to this many patch columns kh·kw·C (a 3×3
+kernel on up to 3 channels, 5×5 on 1)."""
+
+DW_SLICE_BYTES = 2 ** 18
+"""The "conv" formulation convolves for dW slices of the batch with about this many bytes of δ,"""
+
+DW_SLICE_EXAMPLES = 8
+"""at most this many examples each,"""
+
+DW_MAX_SLICES = 32
+"""and at most this many slices (each a convolution of its own in the compiled program)."""
 
 
 def _pair(layer, name, value, minimum=1):
@@ -69,6 +109,8 @@ class Conv2D:
         (g = C is depthwise).
       activation: name or `fnnet.activations.Activation`.
       W_init, b_init: names or `fnnet.initializers.Initializer`s (fan_in = kh·kw·C/g).
+      impl: "auto" (the default), "conv" or "im2col": how the layer computes (see the module
+        docstring and `formulation`); the function, the params and the cache are the same.
 
     Params: `{"W": (kh, kw, C/g, O), "b": (O,)}` (HWIO, as `lax.conv_general_dilated`
     and Flax). Forward on `x` of shape `(batch, H, W, C)`, per spatial axis with padding
@@ -82,7 +124,7 @@ class Conv2D:
         δ  = f′(z) ⊙ da                                       (batch, H', W', O)
         db = Σ_{batch, H', W'} δ                              (O,)
         dW = conv(xᵀ, δ): x's batch contracted with δ's,       (kh, kw, C/g, O)
-             window stride d, δ dilated by s
+             window stride d, δ dilated by s (summed over slices of the batch)
         dx = conv(δ dilated by s, W flipped in space with       (batch, H, W, C)
              in/out channels swapped per group), dilation d
 
@@ -92,7 +134,11 @@ class Conv2D:
     dW[p, q, 0, c·m + k] = Σ_{b,i,j} x_pq[..., c] δ[..., c·m + k], and dx likewise from
     the views of δ dilated by s.
 
-    Cache: `(x, z)`, both batch first.
+    im2col, with P[b, i, j, (p, q, c)] = xpad[b, i·s + p·d, j·s + q·d, c] (the patches, per group)
+    and W as a (kh·kw·C/g, O/g) matrix per group: z = P W + b, dW = Pᵀ δ, and dx the sum over
+    the taps (p, q) of (δ Wᵀ)[..., (p, q, :)] sent back to the pixels the tap read.
+
+    Cache: `(x, z)`, both batch first (im2col cuts the patches again in backward).
 
     >>> import jax, jax.numpy as jnp
     >>> layer = Conv2D(8, 3, stride=2)
@@ -114,10 +160,13 @@ class Conv2D:
     activation: activations.Activation = activations.identity
     W_init: initializers.Initializer = initializers.lecun_normal
     b_init: initializers.Initializer = initializers.zeros
+    impl: str = dataclasses.field(default="auto", repr=False)
 
     def __post_init__(self):
         if not is_int(self.n_out, 1):
             raise ValueError(f"{self!r}: n_out must be a positive int, got {self.n_out!r}")
+        if self.impl not in IMPLS:
+            raise ValueError(f"{self!r}: impl must be one of {IMPLS}, got {self.impl!r}")
         if not is_int(self.groups, 1):
             raise ValueError(f"{self!r}: groups must be a positive int, got {self.groups!r}")
         if self.n_out % self.groups:
@@ -138,9 +187,14 @@ class Conv2D:
     def _k_eff(self):
         return tuple((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilation))
 
-    def _depthwise(self, C):
-        """Whether each group holds one of the C input channels: the taps formulation."""
-        return self.groups == C > 1
+    def formulation(self, in_shape) -> str:
+        """"conv", "im2col" or "taps": how the layer computes on images `in_shape = (H, W, C)`
+        (the module docstring says why)."""
+        C = in_shape[2]
+        if self.impl == "im2col" or (self.impl == "auto" and self.groups == 1
+                                     and self.kernel[0] * self.kernel[1] * C <= IM2COL_MAX_COLUMNS):
+            return "im2col"
+        return "taps" if self.groups == C > 1 else "conv"
 
     def _geometry(self, in_shape):
         """((top, bottom), (left, right)) and the output's (H', W') for images `in_shape =
@@ -164,6 +218,10 @@ class Conv2D:
                     for n, (lo, hi), k, s in zip((H, W), pads, self._k_eff, self.stride))
         return pads, out
 
+    def _patches(self, x, pads, out):
+        """P `(batch, H', W', kh·kw, C)`: P[b, i, j, p·kw + q, c] = xpad[b, i·s + p·d, j·s + q·d, c]."""
+        return jnp.stack(_windows(x, pads, self.kernel, self.stride, self.dilation, (1, 1), out), axis=3)
+
     def init(self, key, in_shape, dtype=jnp.float32):
         _, out = self._geometry(in_shape)
         kW, kb = jax.random.split(key)
@@ -175,7 +233,10 @@ class Conv2D:
         pads, out = self._geometry(x.shape[1:])
         x, W = _promote(x, params["W"])
         C = x.shape[3]
-        if self._depthwise(C):
+        impl = self.formulation(x.shape[1:])
+        if impl == "im2col":
+            z = _patch_product(self._patches(x, pads, out), W, self.groups)
+        elif impl == "taps":
             # z[..., c·m + k] = Σ_taps x_tap[..., c] W[tap, c, k], m = O/C outputs per channel
             W_taps = W.reshape(-1, C, self.n_out // C)
             views = _windows(x, pads, self.kernel, self.stride, self.dilation, (1, 1), out)
@@ -200,7 +261,15 @@ class Conv2D:
         dx_pads = [(k - 1 - lo, n - 1 - (o - 1) * s + lo)
                    for n, (lo, _), k, o, s in zip((H, W_in), pads, self._k_eff, out, self.stride)]
         db = delta.sum(axis=(0, 1, 2))
-        if self._depthwise(C):
+        impl = self.formulation(x.shape[1:])
+        if impl == "im2col":
+            # dW = Pᵀ δ; dx: each tap's columns of δ Wᵀ go back to the pixels the tap read
+            dW = _patch_grad(self._patches(x, pads, out), delta, W.shape, g)
+            dP = _patch_delta(delta, W, g)
+            dx = _scatter_taps([dP[..., t, :] for t in range(kh * kw)], (H, W_in), pads, self.kernel,
+                               self.stride, self.dilation)
+            return {"W": dW, "b": db}, dx
+        if impl == "taps":
             m = O // C
             # One pass after another: XLA's CPU runtime runs independent ops side by side, and
             # the tap loop beside the other passes over δ ran 2.5× slower (30 ms against 12 ms).
@@ -220,13 +289,17 @@ class Conv2D:
         # dW[p, q, c, o] = Σ_{b,i,j} xpad[b, i·s + p·d, j·s + q·d, c] δ[b, i, j, o]: a conv of x
         # by δ over the batch, δ's taps s apart, output taps d apart. The group axis moves
         # from x's channels to its batch, so groups are feature groups of that conv (XLA's
-        # CPU batch-grouped convolution, autodiff's choice, is 7-15× slower).
-        x_g = x.reshape(N, H, W_in, g, c_g).transpose(3, 0, 1, 2, 4).reshape(g * N, H, W_in, c_g)
-        dW = lax.conv_general_dilated(
-            x_g, delta, window_strides=self.dilation,
-            padding=[(lo, k + (o - 1) * s - n - lo)
-                     for n, (lo, _), k, o, s in zip((H, W_in), pads, self._k_eff, out, self.stride)],
-            rhs_dilation=self.stride, dimension_numbers=_DIMS_DW, feature_group_count=g)
+        # CPU batch-grouped convolution, autodiff's choice, is 7-15× slower). One conv per slice
+        # of the batch, summed: faster on XLA's CPU backend (see DW_SLICE_BYTES).
+        dW_pads = [(lo, k + (o - 1) * s - n - lo)
+                   for n, (lo, _), k, o, s in zip((H, W_in), pads, self._k_eff, out, self.stride)]
+        dW = 0
+        for start, stop in _slices(N, delta[0].size * delta.dtype.itemsize):
+            n = stop - start
+            x_g = x[start:stop].reshape(n, H, W_in, g, c_g).transpose(3, 0, 1, 2, 4).reshape(g * n, H, W_in, c_g)
+            dW = dW + lax.conv_general_dilated(
+                x_g, delta[start:stop], window_strides=self.dilation, padding=dW_pads,
+                rhs_dilation=self.stride, dimension_numbers=_DIMS_DW, feature_group_count=g)
         # dx: each output pixel sends δ back along its window: δ dilated by s, convolved with
         # the kernel flipped in space, its in/out channels swapped within each group: W's
         # group axis moves from the outputs (O = g · O/g) to the inputs (C = g · C/g).
@@ -280,3 +353,62 @@ def _tap_sums(x, delta, pads, kernel, stride, dilation, out):
         return carry, (view[..., None, :] * delta).sum(axis=(0, 1, 2))
 
     return lax.scan(tap, None, offsets)[1]
+
+
+def _slices(n, example_bytes):
+    """`(start, stop)` of consecutive slices of a batch of `n` covering it: about DW_SLICE_BYTES
+    of δ each (`example_bytes` per example) but at most DW_SLICE_EXAMPLES examples, and at most
+    DW_MAX_SLICES slices. (Measured best: 2 images of 32×32×32, 2–4 of 16×16×64, 8 of 8×8×64.)"""
+    size = max(1, min(DW_SLICE_BYTES // max(example_bytes, 1), DW_SLICE_EXAMPLES), -(-n // DW_MAX_SLICES))
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _patch_product(P, W, g):
+    """z = P W per group: P `(batch, H', W', T, C)` patches, W `(kh, kw, C/g, O)` with T = kh·kw;
+    z `(batch, H', W', O)`."""
+    *lead, T, C = P.shape
+    O = W.shape[3]
+    if g == 1:
+        return lax.dot_general(P, W.reshape(T, C, O), (((3, 4), (0, 1)), ((), ())))
+    P = P.reshape(*lead, T, g, C // g)
+    z = lax.dot_general(P, W.reshape(T, C // g, g, O // g), (((3, 5), (0, 1)), ((4,), (2,))))
+    return jnp.moveaxis(z, 0, 3).reshape(*lead, O)  # (g, batch, H', W', O/g) -> (batch, H', W', O)
+
+
+def _patch_grad(P, delta, shape, g):
+    """dW = Pᵀ δ per group, summed over batch and pixels, in W's `shape` (kh, kw, C/g, O)."""
+    kh, kw, c_g, O = shape
+    if g == 1:
+        return lax.dot_general(P, delta, (((0, 1, 2), (0, 1, 2)), ((), ()))).reshape(shape)
+    P = P.reshape(*P.shape[:4], g, c_g)
+    delta = delta.reshape(*delta.shape[:3], g, O // g)
+    dW = lax.dot_general(P, delta, (((0, 1, 2), (0, 1, 2)), ((4,), (3,))))  # (g, T, C/g, O/g)
+    return dW.transpose(1, 2, 0, 3).reshape(shape)
+
+
+def _patch_delta(delta, W, g):
+    """∂L/∂P = δ Wᵀ per group: `(batch, H', W', T, C)` from δ `(batch, H', W', O)`."""
+    kh, kw, c_g, O = W.shape
+    T = kh * kw
+    if g == 1:
+        return lax.dot_general(delta, W.reshape(T, c_g, O), (((3,), (2,)), ((), ())))
+    delta = delta.reshape(*delta.shape[:3], g, O // g)
+    dP = lax.dot_general(delta, W.reshape(T, c_g, g, O // g), (((4,), (3,)), ((3,), (2,))))  # (g, b, H', W', T, C/g)
+    return jnp.moveaxis(dP, 0, 4).reshape(*dP.shape[1:5], g * c_g)
+
+
+def _scatter_taps(gs, in_hw, pads, kernel, stride, dilation):
+    """The transpose of `_windows` (no lhs dilation): dx `(batch, H, W, C)` where tap (p, q)'s
+    array gs[p·kw + q] `(batch, H', W', C)` adds gs[b, i, j] at x pixel (i·s + p·d − top,
+    j·s + q·d − left); what falls in the padding is dropped. Each is spread s apart and shifted
+    by one `lax.pad` (negative padding crops), and XLA fuses the sum into one pass."""
+    (sh, sw), (dh, dw), ((top, _), (left, _)) = stride, dilation, pads
+    H_out, W_out = gs[0].shape[1:3]
+    H, W = in_hw
+    zero = jnp.zeros((), gs[0].dtype)
+    dx = 0
+    for (p, q), g in zip(((p, q) for p in range(kernel[0]) for q in range(kernel[1])), gs):
+        lo_h, lo_w = p * dh - top, q * dw - left
+        dx = dx + lax.pad(g, zero, [(0, 0, 0), (lo_h, H - lo_h - (H_out - 1) * sh - 1, sh - 1),
+                                    (lo_w, W - lo_w - (W_out - 1) * sw - 1, sw - 1), (0, 0, 0)])
+    return dx

@@ -183,7 +183,8 @@ def steps(args, peak_gflops=None):
     return {"workloads": result, "notes": notes[:1]}, "\n".join(lines)
 
 
-CNN_IMPLEMENTATIONS = ("raw JAX", "fnnet backprop", "fnnet autodiff", "torch")
+CNN_IMPLEMENTATIONS = ("raw JAX", "fnnet backprop", "fnnet autodiff", "fnnet fit backprop", "fnnet fit autodiff",
+                       "torch")
 
 
 def conv_peak(args):
@@ -277,7 +278,24 @@ def cnn(args, peak_gflops=None):
                 _block(value)
             return run
 
-        runs = {"raw JAX": run_raw, **{f"fnnet {g}": fnnet_runner(g) for g in fnnet_steps}}
+        # fit: 4 minibatches of the batch per epoch, inside fit's compiled scan over steps (a
+        # loop, where XLA's CPU convolutions can run far slower than in a lone step)
+        n_fit = 4
+        Xf, yf = jnp.tile(X, (n_fit, 1, 1, 1)), jnp.tile(y, (n_fit,))
+        fit_kw = dict(epochs=1, batch_size=batch, key=jax.random.key(2),
+                      **({"state": state0} if net.has_state else {}))
+
+        def fit_runner(g):
+            def run():  # per step: one epoch of n_fit steps, divided below
+                _block(fnnet.fit(net, params, (Xf, yf), w.loss, optimizer, grad=g, **fit_kw)[0])
+            return run
+
+        for g in fnnet_steps:
+            start = time.perf_counter()
+            fit_runner(g)()
+            first[f"fnnet fit {g}"] = time.perf_counter() - start
+        runs = {"raw JAX": run_raw, **{f"fnnet {g}": fnnet_runner(g) for g in fnnet_steps},
+                **{f"fnnet fit {g}": fit_runner(g) for g in fnnet_steps}}
         if torch_sgd is None:
             notes.append("torch: not installed, skipped")
         else:
@@ -286,6 +304,8 @@ def cnn(args, peak_gflops=None):
         number = {name: timing.calls_per_timing(run, args.target) for name, run in runs.items()}
         samples = timing.interleaved_samples(runs, args.repeats, number, args.settle)
         compile_s = {name: max(first[name] - float(np.median(samples[name])), 0.0) for name in first}
+        for g in fnnet_steps:
+            samples[f"fnnet fit {g}"] = [t / n_fit for t in samples[f"fnnet fit {g}"]]
         flops = w.conv_flops_per_step(batch)
         rows = {}
         for name, sample in samples.items():
@@ -301,11 +321,14 @@ def cnn(args, peak_gflops=None):
             rows["torch"] |= choice
         backprop = samples["fnnet backprop"]
         ratios = {"backprop_over_autodiff": timing.paired_ratio(backprop, samples["fnnet autodiff"]),
+                  "fit_backprop_over_fit_autodiff": timing.paired_ratio(samples["fnnet fit backprop"],
+                                                                        samples["fnnet fit autodiff"]),
                   "fnnet_over_raw_jax": timing.paired_ratio(backprop, samples["raw JAX"]),
-                  "raw_jax_over_torch": None, "fnnet_over_torch": None}
+                  "raw_jax_over_torch": None, "fnnet_over_torch": None, "fit_over_torch": None}
         if "torch" in samples:
             ratios["raw_jax_over_torch"] = timing.paired_ratio(samples["raw JAX"], samples["torch"])
             ratios["fnnet_over_torch"] = timing.paired_ratio(backprop, samples["torch"])
+            ratios["fit_over_torch"] = timing.paired_ratio(samples["fnnet fit backprop"], samples["torch"])
         formulations = _conv_formulations(net)
         result[w.name] = {"title": w.title, "batch": batch, "conv_flops_per_step": flops, "rows": rows,
                           "ratios": ratios, "formulations": formulations}
@@ -315,7 +338,7 @@ def cnn(args, peak_gflops=None):
              f"conv FLOPs per step: 2·N·H'·W'·k²·C·O per conv forward, again for dW and for dx (not the "
              f"first conv's dx: no one computes it); conv peak: lax.conv forward {peak_conv['shape']}, "
              f"{peak_conv['gflops']:.1f} GFLOP/s",
-             f"{'workload':<41}{'implementation':<17}{'ms/step':>9}{'q25–q75':>16}{'× raw JAX':>11}"
+             f"{'workload':<41}{'implementation':<20}{'ms/step':>9}{'q25–q75':>16}{'× raw JAX':>11}"
              f"{'compile s':>11}{'conv GFLOP/s':>14}{'% conv peak':>13}"]
     for name, r in result.items():
         title = f"{name} {r['title']}, batch {r['batch']}"
@@ -323,13 +346,16 @@ def cnn(args, peak_gflops=None):
             spread = f"{row['q25'] * 1e3:.2f}–{row['q75'] * 1e3:.2f}"
             compiled = "" if row["compile_s"] is None else f"{row['compile_s']:.2f}"
             label = f"torch, {row['threads']} thr." if impl == "torch" else impl
-            lines.append(f"{title:<41}{label:<17}{row['median'] * 1e3:>9.2f}{spread:>16}"
+            lines.append(f"{title:<41}{label:<20}{row['median'] * 1e3:>9.2f}{spread:>16}"
                          f"{row['paired_ratio_to_raw_jax']:>11.2f}{compiled:>11}{row['conv_gflops']:>14.1f}"
                          f"{100 * row['fraction_of_conv_peak']:>12.0f}%")
             title = ""
     for key, label, target in (("backprop_over_autodiff", "fnnet backprop / fnnet autodiff (target ≤ 1.05)", 1.05),
                                ("fnnet_over_raw_jax", "fnnet backprop / raw JAX (target ≤ 1.05)", 1.05),
+                               ("fit_backprop_over_fit_autodiff", "inside fit: backprop / autodiff (target ≤ 1.05)",
+                                1.05),
                                ("fnnet_over_torch", "fnnet backprop / torch (stretch ≤ 1.0)", 1.0),
+                               ("fit_over_torch", "inside fit: backprop / torch (stretch ≤ 1.0)", 1.0),
                                ("raw_jax_over_torch", "raw JAX / torch", None)):
         values = {n: r["ratios"][key] for n, r in result.items() if r["ratios"][key] is not None}
         if values:

@@ -189,13 +189,7 @@ def torch_step(workload, params, X, y):
     Xt = torch.from_numpy(np.array(X))
     yt = torch.from_numpy(np.array(y)).long() if y.dtype.kind == "i" else torch.from_numpy(np.array(y))
 
-    def step(threads):
-        torch.set_num_threads(threads)
-        optimizer.zero_grad()
-        loss = loss_fn(model(Xt), yt)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+    step = _torch_sgd_step(model, optimizer, loss_fn, Xt, yt)
 
     def current_params():
         linears = [m for m in model if isinstance(m, torch.nn.Linear)]
@@ -332,13 +326,7 @@ def torch_cnn_step(workload, params, X, y):
     Xt = torch.from_numpy(np.array(X).transpose(0, 3, 1, 2).copy())
     yt = torch.from_numpy(np.array(y)).long()
 
-    def step(threads):
-        torch.set_num_threads(threads)
-        optimizer.zero_grad()
-        loss = loss_fn(model(Xt), yt)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+    step = _torch_sgd_step(model, optimizer, loss_fn, Xt, yt)
 
     def current_params():
         out = []
@@ -387,3 +375,18 @@ def torch_conv(x, W, b, dz):
         return (nhwc(last["z"]), {"W": Wt.grad.numpy().transpose(2, 3, 1, 0), "b": bt.grad.numpy()}, nhwc(xt.grad))
 
     return run, result
+
+
+def _torch_sgd_step(model, optimizer, loss_fn, Xt, yt):
+    """`step(threads)`: one eager SGD step of `model` on the batch, on that many threads; its loss."""
+    import torch
+
+    def step(threads):
+        torch.set_num_threads(threads)
+        optimizer.zero_grad()
+        loss = loss_fn(model(Xt), yt)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step

@@ -136,14 +136,7 @@ def steps(args, peak_gflops=None):
 
         runs = {"raw JAX": run_raw, **{f"fnnet {g}": fnnet_runner(g) for g in fnnet_steps},
                 "fnnet fit": run_fit, "numpy": run_numpy}
-        if torch_sgd is None:
-            notes.append("torch: not installed, skipped")
-        else:
-            choice = baselines.torch_threads(torch_run, args.target, args.settle)
-            runs["torch"] = functools.partial(torch_run, choice["threads"])
-        number = {name: timing.calls_per_timing(run, args.target) for name, run in runs.items()}
-        samples = timing.interleaved_samples(runs, args.repeats, number, args.settle)
-        compile_s = {name: max(first[name] - float(np.median(samples[name])), 0.0) for name in first}
+        samples, compile_s, choice = _interleaved(args, runs, torch_sgd, notes, first)
         samples["fnnet fit"] = [s / (fit_epochs * n_fit) for s in samples["fnnet fit"]]
         times = {name: timing.summary(s) for name, s in samples.items()}
         base = times["raw JAX"]["median"]
@@ -290,21 +283,16 @@ def cnn(args, peak_gflops=None):
                 _block(fnnet.fit(net, params, (Xf, yf), w.loss, optimizer, grad=g, **fit_kw)[0])
             return run
 
-        for g in fnnet_steps:
+        # (--smoke leaves out autodiff's fit, whose steps in that loop are the slow ones)
+        fit_modes = ("backprop",) if args.smoke else fnnet.train.GRAD_MODES
+        for g in fit_modes:
             start = time.perf_counter()
             fit_runner(g)()
             first[f"fnnet fit {g}"] = time.perf_counter() - start
         runs = {"raw JAX": run_raw, **{f"fnnet {g}": fnnet_runner(g) for g in fnnet_steps},
-                **{f"fnnet fit {g}": fit_runner(g) for g in fnnet_steps}}
-        if torch_sgd is None:
-            notes.append("torch: not installed, skipped")
-        else:
-            choice = baselines.torch_threads(torch_run, args.target, args.settle)
-            runs["torch"] = functools.partial(torch_run, choice["threads"])
-        number = {name: timing.calls_per_timing(run, args.target) for name, run in runs.items()}
-        samples = timing.interleaved_samples(runs, args.repeats, number, args.settle)
-        compile_s = {name: max(first[name] - float(np.median(samples[name])), 0.0) for name in first}
-        for g in fnnet_steps:
+                **{f"fnnet fit {g}": fit_runner(g) for g in fit_modes}}
+        samples, compile_s, choice = _interleaved(args, runs, torch_sgd, notes, first)
+        for g in fit_modes:
             samples[f"fnnet fit {g}"] = [t / n_fit for t in samples[f"fnnet fit {g}"]]
         flops = w.conv_flops_per_step(batch)
         rows = {}
@@ -322,7 +310,8 @@ def cnn(args, peak_gflops=None):
         backprop = samples["fnnet backprop"]
         ratios = {"backprop_over_autodiff": timing.paired_ratio(backprop, samples["fnnet autodiff"]),
                   "fit_backprop_over_fit_autodiff": timing.paired_ratio(samples["fnnet fit backprop"],
-                                                                        samples["fnnet fit autodiff"]),
+                                                                        samples["fnnet fit autodiff"])
+                  if "fnnet fit autodiff" in samples else None,
                   "fnnet_over_raw_jax": timing.paired_ratio(backprop, samples["raw JAX"]),
                   "raw_jax_over_torch": None, "fnnet_over_torch": None, "fit_over_torch": None}
         if "torch" in samples:
@@ -382,6 +371,24 @@ def _conv_formulations(net):
 def conv_layers(args):
     """One conv layer's forward + backward in each formulation (benchmarks/conv_formulations.py)."""
     return conv_formulations.run(args)
+
+
+def _interleaved(args, runs, torch_sgd, notes, first):
+    """Time `runs` (and torch's step, on the thread count its probe picks, if installed) in
+    interleaved rounds: (samples, compile seconds of the names in `first`, torch's choice)."""
+    import numpy as np
+
+    choice = None
+    if torch_sgd is None:
+        notes.append("torch: not installed, skipped")
+    else:
+        torch_run = torch_sgd[0]
+        choice = baselines.torch_threads(torch_run, args.target, args.settle)
+        runs = {**runs, "torch": functools.partial(torch_run, choice["threads"])}
+    number = {name: timing.calls_per_timing(run, args.target) for name, run in runs.items()}
+    samples = timing.interleaved_samples(runs, args.repeats, number, args.settle)
+    compile_s = {name: max(first[name] - float(np.median(samples[name])), 0.0) for name in first}
+    return samples, compile_s, choice
 
 
 def _us(seconds):

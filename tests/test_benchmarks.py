@@ -55,8 +55,8 @@ def test_benchmark_smoke_run_writes_a_complete_table_and_json(tmp_path):
     assert list(cnn["workloads"]) == ["W5", "W6"]  # --smoke: both, at batches of 32 and 8
     for name, workload in cnn["workloads"].items():
         rows = workload["rows"]
-        assert list(rows) == ["raw JAX", "fnnet backprop", "fnnet autodiff", "fnnet fit backprop",
-                              "fnnet fit autodiff"] + ["torch"] * HAS_TORCH, name
+        assert list(rows) == ["raw JAX", "fnnet backprop", "fnnet autodiff", "fnnet fit backprop"
+                              ] + ["torch"] * HAS_TORCH, name  # --smoke: no "fnnet fit autodiff"
         assert workload["batch"] == {"W5": 32, "W6": 8}[name] and workload["conv_flops_per_step"] > 0
         for impl, row in rows.items():
             assert 0 < row["q25"] <= row["median"] <= row["q75"], (name, impl)
@@ -66,7 +66,7 @@ def test_benchmark_smoke_run_writes_a_complete_table_and_json(tmp_path):
         assert all(rows[i]["compile_s"] > 0 for i in ("raw JAX", "fnnet backprop", "fnnet autodiff"))
         ratios = workload["ratios"]
         assert ratios["backprop_over_autodiff"] > 0 and ratios["fnnet_over_raw_jax"] > 0
-        assert ratios["fit_backprop_over_fit_autodiff"] > 0
+        assert ratios["fit_backprop_over_fit_autodiff"] is None
         assert (ratios["fnnet_over_torch"] is not None) == (ratios["raw_jax_over_torch"] is not None) == HAS_TORCH
         if HAS_TORCH:
             _check_torch_row(rows["torch"], "torch", run.stdout)
@@ -74,8 +74,9 @@ def test_benchmark_smoke_run_writes_a_complete_table_and_json(tmp_path):
         assert [f["formulation"] for f in workload["formulations"]] == {"W5": ["im2col", "conv"],
                                                                          "W6": ["im2col"] + ["conv"] * 3}[name]
     assert "Conv2D formulations (impl='auto'): W5 [0] im2col, [1] conv; W6 [0] im2col, [3] conv" in run.stdout
-    assert "(target ≤ 1.05)" in run.stdout and "(stretch ≤ 1.0)" in run.stdout and "% conv peak" in run.stdout
-    assert "inside fit: backprop / autodiff" in run.stdout
+    assert "(target ≤ 1.05)" in run.stdout and "% conv peak" in run.stdout
+    assert ("(stretch ≤ 1.0)" in run.stdout) == HAS_TORCH  # the ratios to torch, when it is there
+    assert "inside fit: backprop / autodiff" not in run.stdout
     assert cnn["notes"] == ([] if HAS_TORCH else ["torch: not installed, skipped"])
 
     layers = report["conv_layers"]["shapes"]

@@ -279,7 +279,7 @@ def test_rounding_noise_and_kinks_raise_no_false_alarms(dtype):
     with jax.enable_x64(dtype == jnp.float64):
         net = _conv_bn_block()
         params, state = net.init(jax.random.key(0), dtype), net.init_state(dtype)
-        X = jax.random.normal(jax.random.key(1), (8, 6, 6, 1), dtype)
+        X = jax.random.normal(jax.random.key(1), (4, 6, 6, 1), dtype)
         report = check_layers(net, params, X, state=state, fd=dtype == jnp.float64)
         assert report.ok, report
         bad = check_layers(_conv_bn_block(ConvBiasOff), params, X, state=state)

@@ -249,7 +249,7 @@ def forward_and_backward(layer, params, x, dy):
     return run(params, x, dy)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(configs())
 def test_formulations_each_equal_vjp_and_agree_with_each_other(config):
     layer, in_shape, batch = config

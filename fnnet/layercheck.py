@@ -14,6 +14,7 @@ where the bug is; this can. Nested layers are named by their path, `[3]['block']
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -146,7 +147,7 @@ def check_layer(layer, in_shape, *, key=None, dtype=jnp.float64, batch=3, train=
             x = jax.random.normal(k_x, (batch, *in_shape), dtype)
         else:
             x = jax.random.randint(k_x, (batch, *in_shape), *int_range)
-        return LayerReport(tuple(_check_at(layer, "", params, state, x, k_layer, mode, k_dy, fd)
+        return LayerReport(tuple(_check_at(layer, "", params, state, x, k_layer, mode, k_dy, fd)[0]
                                  for mode in modes))
 
 
@@ -159,59 +160,114 @@ def check_layers(net, params, X, *, state=None, key=None, train=True, dy_key=Non
     results = []
 
     def walk(layer, path, p, s, x, k):
+        """Check `layer` and its sub-layers at input `x`; the layer's output."""
         stateful = base.is_stateful(layer)
         if isinstance(layer, Sequential):
             a = x  # each child's input; the Sequential itself is checked at x
             for i, (child, pc, sc) in enumerate(zip(layer.layers, p, s if stateful else [{}] * len(p))):
-                kc = None if k is None else jax.random.fold_in(k, i)
-                walk(child, f"{path}[{i}]", pc, sc, a, kc)
-                a = base.forward(child, pc, sc, a, kc, train)[0]
+                a = walk(child, f"{path}[{i}]", pc, sc, a, None if k is None else jax.random.fold_in(k, i))
         elif isinstance(layer, Residual):
             for i, (name, child) in enumerate(layer._paths):
                 walk(child, f"{path}[{name!r}]", p[name], s[name] if stateful else {}, x,
                      None if k is None else jax.random.fold_in(k, i))
-        if path and not isinstance(layer, _Identity):  # the root Sequential is the network itself
-            results.append(_check_at(layer, path, p, s, x, k, train, jax.random.fold_in(dy_key, len(results)), fd))
+        if isinstance(layer, _Identity) or not path:  # the root Sequential is the network itself
+            return x
+        result, y = _check_at(layer, path, p, s, x, k, train, jax.random.fold_in(dy_key, len(results)), fd)
+        results.append(result)
+        return y
 
     walk(net.root, "", params, state, jnp.asarray(X), key)
     return LayerReport(tuple(results))
 
 
 def _check_at(layer, path, params, state, x, key, train, dy_key, fd):
-    """The `LayerResult` of `layer` at input `x` (its params, state, key and mode)."""
+    """The `LayerResult` of `layer` at input `x` (its params, state, key and mode), and the
+    layer's output there."""
+    # dy and the directions from numpy's generator, seeded by dy_key: threefry inside the
+    # compiled check would triple its compile time.
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(dy_key)).ravel())
+    y_type = jax.eval_shape(lambda: base.forward(layer, params, state, x, key, train)[0])
+    dy = rng.standard_normal(y_type.shape).astype(y_type.dtype)
+    directions = None
+    if fd:  # one per params leaf, then x
+        leaves = jax.tree.leaves(params) + ([x] if jnp.issubdtype(x.dtype, jnp.inexact) else [])
+        directions = [rng.standard_normal(leaf.shape).astype(leaf.dtype) for leaf in leaves]
+    y, dparams, dx, ref_params, ref_dx, fds = _outputs(_Static.of(layer), train, params, state, x, key, dy,
+                                                       directions)
+    dtype = jnp.dtype(y.dtype).name
+    rtol, fd_rtol = TOLERANCES.get(dtype, TOLERANCES["float32"])
+    named = jax.tree_util.tree_flatten_with_path(ref_params)[0]
+    hand_leaves = jax.tree.leaves(dparams)
+    if len(hand_leaves) != len(named):
+        raise ValueError(f"{path or layer!r}: backward returned {len(hand_leaves)} parameter gradients "
+                         f"for {len(named)} parameter leaves; expected a tree like params")
+    pairs = [(jax.tree_util.keystr(kp).strip("[]'") if len(kp) == 1 else jax.tree_util.keystr(kp), h, r)
+             for (kp, r), h in zip(named, hand_leaves)]
+    if ref_dx is not None:
+        pairs.append(("dx", dx, ref_dx))
+    pairs = [(name, np.asarray(h, np.float64), np.asarray(r, np.float64)) for name, h, r in pairs]
+    # A gradient that is 0 in exact arithmetic (a bias before a BatchNorm) is rounding noise in
+    # both: each output is measured against at least 1% of the layer's largest one.
+    floor = 1e-2 * max((np.abs(r).max(initial=0.0) for _, _, r in pairs), default=0.0)
+    opinions = [None] * len(pairs) if fds is None else [_fd_opinion(v, *f) for v, f in zip(directions, fds)]
+    outputs = tuple(_compare(name, hand, ref, rtol, fd_rtol, floor, opinion)
+                    for (name, hand, ref), opinion in zip(pairs, opinions))
+    return LayerResult(path, base.describe(layer), train, outputs), y
+
+
+class _Static:
+    """A layer as a static argument of `jax.jit`: itself where it is hashable (so equal layers
+    share one compiled check), else by identity (a user's unhashable layer)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    @staticmethod
+    def of(layer):
+        try:
+            hash(layer)
+            return layer
+        except TypeError:
+            return _Static(layer)
+
+
+def _unwrap(layer):
+    return layer.layer if isinstance(layer, _Static) else layer
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _outputs(layer, train, params, state, x, key, dy, directions):
+    """One compiled program per layer (and shapes): the layer's output y, its backward's
+    (dparams, dx) for `dy`, jax.vjp's (ref_params, ref_dx) (dx None for integer inputs),
+    and, given `directions` (one per params leaf, then x), per output the direction and
+    (ε, ⟨y, dy⟩ at +ε, 0, −ε along it) (see `_fd_opinion`)."""
+    layer = _unwrap(layer)
     integer = not jnp.issubdtype(x.dtype, jnp.inexact)
 
     def y_of(p, x_):
         return base.forward(layer, p, state, x_, key, train)[0]
 
     y, cache, _ = base.forward(layer, params, state, x, key, train)
-    dy = jax.random.normal(dy_key, y.shape, y.dtype)
     dparams, dx = layer.backward(params, cache, dy)
     if integer:
-        _, vjp = jax.vjp(lambda p: y_of(p, x), params)
-        ref_params, ref_dx = vjp(dy)[0], None
+        ref_params, ref_dx = jax.vjp(lambda p: y_of(p, x), params)[1](dy)[0], None
     else:
-        _, vjp = jax.vjp(y_of, params, x)
-        ref_params, ref_dx = vjp(dy)
-    dtype = jnp.dtype(y.dtype).name
-    rtol, fd_rtol = TOLERANCES.get(dtype, TOLERANCES["float32"])
-    outputs = []
-    named = jax.tree_util.tree_flatten_with_path(ref_params)[0]
-    hand_leaves = jax.tree.leaves(dparams)
-    if len(hand_leaves) != len(named):
-        raise ValueError(f"{path or layer!r}: backward returned {len(hand_leaves)} parameter gradients "
-                         f"for {len(named)} parameter leaves; expected a tree like params")
-    pairs = [(jax.tree_util.keystr(kp).strip("[]'") if len(kp) == 1 else jax.tree_util.keystr(kp), h, r, kp)
-             for (kp, r), h in zip(named, hand_leaves)]
-    if ref_dx is not None:
-        pairs.append(("dx", dx, ref_dx, None))
-    # A gradient that is 0 in exact arithmetic (a bias before a BatchNorm) is rounding noise in
-    # both: each output is measured against at least 1% of the layer's largest one.
-    floor = 1e-2 * max((float(jnp.abs(r).max(initial=0.0)) for _, _, r, _ in pairs), default=0.0)
-    for name, hand, ref, kp in pairs:
-        outputs.append(_compare(name, hand, ref, rtol, fd_rtol, floor,
-                                _fd(y_of, params, x, dy, kp, dy_key) if fd else None))
-    return LayerResult(path, base.describe(layer), train, tuple(outputs))
+        ref_params, ref_dx = jax.vjp(y_of, params, x)[1](dy)
+    if directions is None:
+        return y, dparams, dx, ref_params, ref_dx, None
+    leaves, treedef = jax.tree.flatten(params)
+    fds = []
+    for i, (leaf, v) in enumerate(zip([*leaves] + ([] if integer else [x]), directions)):
+        def inner(t, i=i, leaf=leaf, v=v):
+            moved = leaf + t * v
+            if i == len(leaves):
+                return jnp.sum(y_of(params, moved) * dy)
+            return jnp.sum(y_of(treedef.unflatten([moved if j == i else l for j, l in enumerate(leaves)]), x) * dy)
+
+        rms = jnp.sqrt(jnp.mean(leaf ** 2))
+        eps = (1e-6 if leaf.dtype == jnp.float64 else 1e-2) * jnp.where(rms > 0, rms, 1.0)  # a leaf of zeros: 1
+        fds.append((eps, inner(eps), inner(jnp.zeros_like(eps)), inner(-eps)))
+    return y, dparams, dx, ref_params, ref_dx, fds
 
 
 def _compare(name, hand, ref, rtol, fd_rtol, floor, fd):
@@ -235,42 +291,14 @@ def _compare(name, hand, ref, rtol, fd_rtol, floor, fd):
                         float(ref[worst]) if diff.size else 0.0, fd_error, ok)
 
 
-def _fd(y_of, params, x, dy, key_path, key):
-    """(direction v, central difference of ⟨y, dy⟩ along v) for one leaf (`key_path`) or x;
-    None where the layer has a kink along v (the one-sided differences disagree by more than
-    1%, 20% in float32: a ReLU at 0, a max-pool window of ties), where finite differences have
-    no opinion."""
-    leaf = x if key_path is None else _get(params, key_path)
-    v = jax.random.normal(jax.random.fold_in(key, 7), leaf.shape, leaf.dtype)
-    rms = float(jnp.sqrt(jnp.mean(leaf ** 2)))
-    eps = (1e-6 if leaf.dtype == jnp.float64 else 1e-2) * (rms if rms > 0 else 1.0)  # a leaf of zeros: 1
-
-    def f(t):
-        moved = leaf + t * v
-        if key_path is None:
-            return float(jnp.sum(y_of(params, moved) * dy))
-        return float(jnp.sum(y_of(_set(params, key_path, moved), x) * dy))
-
-    up, here, down = f(eps), f(0.0), f(-eps)
+def _fd_opinion(v, eps, up, here, down):
+    """(direction v, central difference of ⟨y, dy⟩ along v) for one output, from ⟨y, dy⟩ at
+    +ε, 0, −ε; None where the layer has a kink along v (the one-sided differences disagree by
+    more than 1%, 20% in float32: a ReLU at 0, a max-pool window of ties), where finite
+    differences have no opinion."""
+    eps, up, here, down = (float(a) for a in (eps, up, here, down))
     right, left = (up - here) / eps, (here - down) / eps
     # apart by more than a smooth function's curvature over the step (larger in float32)
-    if abs(right - left) > (1e-2 if leaf.dtype == jnp.float64 else 0.2) * max(abs(right), abs(left)):
+    if abs(right - left) > (1e-2 if v.dtype == jnp.float64 else 0.2) * max(abs(right), abs(left)):
         return None
     return np.asarray(v, np.float64), (up - down) / (2 * eps)
-
-
-def _get(tree, key_path):
-    for k in key_path:
-        tree = tree[getattr(k, "key", getattr(k, "idx", None))]
-    return tree
-
-
-def _set(tree, key_path, value):
-    if not key_path:
-        return value
-    k = getattr(key_path[0], "key", getattr(key_path[0], "idx", None))
-    if isinstance(tree, dict):
-        return {**tree, k: _set(tree[k], key_path[1:], value)}
-    items = list(tree)
-    items[k] = _set(items[k], key_path[1:], value)
-    return type(tree)(items)

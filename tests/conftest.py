@@ -17,6 +17,12 @@ import contextlib
 
 import pytest
 
+
+def pytest_collection_modifyitems(items):
+    """The tests marked heavy first, so that under xdist no core is left idle at the end
+    while another finishes a long test it picked up last."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
 _compile_events = []
 jax.monitoring.register_event_duration_secs_listener(
     lambda event, secs, **kw: _compile_events.append(event) if event.endswith("backend_compile_duration") else None)

@@ -81,6 +81,7 @@ def test_architectures(sizes, act, m, dtype):
     assert check_against_autodiff(net, loss, m, dtype) <= TOL[dtype]
 
 
+@pytest.mark.heavy
 @settings(max_examples=8, deadline=None)
 @given(
     sizes=st.lists(st.integers(1, 24), min_size=2, max_size=7),

@@ -23,16 +23,22 @@ def _check_torch_row(row, label, stdout):
     assert f"{label}, {row['threads']} thr." in stdout
 
 
-def test_benchmark_smoke_run_writes_a_complete_table_and_json(tmp_path):
-    from benchmarks import conv_formulations
-
+def _smoke(tmp_path, sections):
+    """(the report, stdout) of `benchmarks.run --smoke --sections ...`, which must succeed."""
     out = tmp_path / "results.json"
-    run = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--json", str(out)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    run = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--sections", sections,
+                          "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert set(report["machine"]) == {"python", "jax", "platform", "cpus", "device"}
-    assert report["peak"]["peak_gflops"] > 0
+    assert list(report)[2:-1] == sections.split(",") and report["peak"]["peak_gflops"] > 0
+    return report, run
+
+
+# The smoke run in two halves (every section once), which run side by side under xdist.
+@pytest.mark.heavy
+def test_benchmark_smoke_run_writes_a_complete_table_and_json_for_the_mlp_sections(tmp_path):
+    report, run = _smoke(tmp_path, "peak,steps,xor,per_example,scaling")
 
     steps = report["steps"]["workloads"]
     assert list(steps) == ["W1", "W2"]  # --smoke: the two small workloads
@@ -50,6 +56,45 @@ def test_benchmark_smoke_run_writes_a_complete_table_and_json(tmp_path):
             _check_torch_row(rows["torch"], "torch", run.stdout)
     assert report["steps"]["notes"] == ([] if HAS_TORCH else ["torch: not installed, skipped"])
 
+    xor = report["xor"]["rows"]
+    assert list(xor) == (["numpy textbook", "raw JAX scan", "bare scan", "fnnet fit", "fnnet fit (compiled program)",
+                          "fnnet fit_ensemble ×64"]
+                         + ["torch eager"] * HAS_TORCH)
+    assert xor["numpy textbook"]["speedup_vs_numpy"] == 1.0 and xor["bare scan"]["ratio_to_bare_scan"] == 1.0
+    assert all(row["ratio_to_bare_scan"] > 0 and row["model_epochs_per_s"] > 0 for row in xor.values())
+    assert xor["fnnet fit_ensemble ×64"]["throughput_vs_numpy"] > 0
+    targets = report["xor"]["targets"]
+    assert set(targets) == {"fit_program_paired_ratio_to_bare_scan", "fit_program_within_1.5x_bare_scan",
+                            "fit_minus_bare_scan_ms", "fit_paired_ratio_to_bare_scan", "fit_within_0.1_ms_of_bare_scan",
+                            "ensemble_throughput_vs_numpy", "ensemble_at_least_1000x_numpy"}
+    assert isinstance(targets["fit_within_0.1_ms_of_bare_scan"], bool)
+    assert "the bare scan" in run.stdout and "target ≥ 1000×" in run.stdout and "target ≤ 1.5×" in run.stdout
+    if HAS_TORCH:
+        _check_torch_row(xor["torch eager"], "torch eager", run.stdout)
+
+    grads = report["per_example"]["workloads"]
+    assert list(grads) == ["W1", "W2"]
+    for name, workload in grads.items():
+        rows = workload["rows"]
+        assert list(rows) == ["jit(vmap(grad))", "fnnet per_example_grads"]
+        assert rows["jit(vmap(grad))"]["ratio_to_twin"] == 1.0
+        for impl, row in rows.items():
+            assert 0 < row["q25"] <= row["median"] <= row["q75"] and row["first_call_s"] > 0, (name, impl)
+    assert "target ≤ 1.2×" in run.stdout
+
+    rows = report["scaling"]["rows"]
+    assert list(rows) == ["one device, no mesh", "1 device", "2 devices", "4 devices"]
+    for name, row in rows.items():
+        assert 0 < row["q25"] <= row["median"] <= row["q75"] and row["compile_s"] > 0, name
+        assert row["max_rel_error_vs_one_device"] <= 1e-4  # checked before timing
+        assert name in run.stdout
+
+
+@pytest.mark.heavy
+def test_benchmark_smoke_run_writes_a_complete_table_and_json_for_the_cnn_sections(tmp_path):
+    from benchmarks import conv_formulations
+
+    report, run = _smoke(tmp_path, "peak,cnn,conv_layers")
     cnn = report["cnn"]
     assert cnn["conv_peak"]["gflops"] > 0 and 0 < cnn["conv_peak"]["q25"] <= cnn["conv_peak"]["q75"]
     assert list(cnn["workloads"]) == ["W5", "W6"]  # --smoke: both, at batches of 32 and 8
@@ -89,39 +134,6 @@ def test_benchmark_smoke_run_writes_a_complete_table_and_json(tmp_path):
             assert 0 < row["q25"] <= row["median"] <= row["q75"] and row["gflops"] > 0, (label, name)
         assert shape["rows"]["lax.conv + autodiff"]["paired_ratio_to_lax_autodiff"] == 1.0
     assert "Conv2D(impl='auto') picks: W5.conv0 im2col, W5.conv1 conv" in run.stdout
-
-    xor = report["xor"]["rows"]
-    assert list(xor) == (["numpy textbook", "raw JAX scan", "bare scan", "fnnet fit", "fnnet fit (compiled program)",
-                          "fnnet fit_ensemble ×64"]
-                         + ["torch eager"] * HAS_TORCH)
-    assert xor["numpy textbook"]["speedup_vs_numpy"] == 1.0 and xor["bare scan"]["ratio_to_bare_scan"] == 1.0
-    assert all(row["ratio_to_bare_scan"] > 0 and row["model_epochs_per_s"] > 0 for row in xor.values())
-    assert xor["fnnet fit_ensemble ×64"]["throughput_vs_numpy"] > 0
-    targets = report["xor"]["targets"]
-    assert set(targets) == {"fit_program_paired_ratio_to_bare_scan", "fit_program_within_1.5x_bare_scan",
-                            "fit_minus_bare_scan_ms", "fit_paired_ratio_to_bare_scan", "fit_within_0.1_ms_of_bare_scan",
-                            "ensemble_throughput_vs_numpy", "ensemble_at_least_1000x_numpy"}
-    assert isinstance(targets["fit_within_0.1_ms_of_bare_scan"], bool)
-    assert "the bare scan" in run.stdout and "target ≥ 1000×" in run.stdout and "target ≤ 1.5×" in run.stdout
-    if HAS_TORCH:
-        _check_torch_row(xor["torch eager"], "torch eager", run.stdout)
-
-    grads = report["per_example"]["workloads"]
-    assert list(grads) == ["W1", "W2"]
-    for name, workload in grads.items():
-        rows = workload["rows"]
-        assert list(rows) == ["jit(vmap(grad))", "fnnet per_example_grads"]
-        assert rows["jit(vmap(grad))"]["ratio_to_twin"] == 1.0
-        for impl, row in rows.items():
-            assert 0 < row["q25"] <= row["median"] <= row["q75"] and row["first_call_s"] > 0, (name, impl)
-    assert "target ≤ 1.2×" in run.stdout
-
-    rows = report["scaling"]["rows"]
-    assert list(rows) == ["one device, no mesh", "1 device", "2 devices", "4 devices"]
-    for name, row in rows.items():
-        assert 0 < row["q25"] <= row["median"] <= row["q75"] and row["compile_s"] > 0, name
-        assert row["max_rel_error_vs_one_device"] <= 1e-4  # checked before timing
-        assert name in run.stdout
 
 
 def test_benchmark_refuses_to_time_a_wrong_computation():

@@ -50,6 +50,7 @@ def test_gradcheck_flags_and_json():
     assert report["settings"]["elementwise"] is True
 
 
+@pytest.mark.heavy
 def test_gradcheck_all_sweeps_every_activation_and_loss_printing_rows_as_they_finish():
     command = [sys.executable, "-m", "fnnet", "gradcheck", "--all", "--sizes", "3", "5", "4", "--batch", "6"]
     began = time.perf_counter()

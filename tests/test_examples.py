@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 
 
@@ -37,6 +39,7 @@ def test_xor_rejects_bad_flags():
     assert result.returncode == 2 and "--lr > 0" in result.stderr
 
 
+@pytest.mark.heavy
 def test_digits_reaches_97_percent_mean_test_accuracy():
     result = run("digits.py")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -60,6 +63,7 @@ def test_per_example_gradients_find_flipped_labels():
     assert found / total >= 0.5
 
 
+@pytest.mark.heavy
 def test_cnn_digits_checks_gradients_and_reaches_98_5_percent_mean_test_accuracy():
     result = run("cnn_digits.py")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -70,6 +74,7 @@ def test_cnn_digits_checks_gradients_and_reaches_98_5_percent_mean_test_accuracy
     assert re.search(r"^per epoch: \d+ ms \(median, after compilation", out, re.M)
 
 
+@pytest.mark.heavy
 def test_cnn_beats_mlp_by_10_points_on_shapes_at_random_positions():
     result = run("cnn_shapes.py")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -147,6 +147,7 @@ def test_relu_kinks_are_not_false_alarms():
 # The whole activation × loss table is swept by `fnnet gradcheck --all` in test_cli.py.
 
 
+@pytest.mark.heavy
 @settings(max_examples=6, deadline=None)
 @given(sizes=st.lists(st.integers(1, 12), min_size=2, max_size=5),
        act=st.sampled_from(activations.ALL), loss=st.sampled_from(losses.ALL),

@@ -133,6 +133,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.heavy
 def test_every_kind_of_mesh_on_4_and_8_devices_equals_one_device():
     """Meshes from data_mesh, jax.make_mesh (Explicit and Auto axes), Mesh(...), a 2-D
     ("data", "model") mesh; passed as mesh=, set with jax.set_mesh, or carried by inputs the user
@@ -173,6 +174,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.heavy
 def test_two_processes_train_together_like_one(tmp_path):
     """examples/data_parallel.py in 2 processes × 2 CPU devices, joined on localhost by
     jax.distributed: each feeds half the rows; both end with the same parameters, equal to one

@@ -7,6 +7,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 ROOT = pathlib.Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -104,6 +105,7 @@ def test_predict_and_evaluate_snippet_runs_and_learns_xor():
     assert fnnet.predict(net, params, X, loss="bce", output="labels").tolist() == [0, 1, 1, 0]
 
 
+@pytest.mark.heavy
 def test_every_python_block_runs_as_written_in_order(tmp_path, monkeypatch):
     """The README's Python blocks, top to bottom in one session, as a reader pastes them (shell
     blocks, which install or span hosts, are not run here)."""

@@ -64,10 +64,10 @@ def loss_output_and_grads(net, loss, params, X, y, state=None, key=None):
     """`(L, out, ∂L/∂params, state)`: `backprop` without its checks, also returning the
     network's output `(m, *out_shape)`, so that metrics reuse the forward pass (pure; not
     jitted). Training mode: batch statistics, dropout drawn from `key`."""
-    m = X.shape[0]
-    out, caches, state = net.run(params, state, X, key, True)
-    value = loss(out, y).mean()
-    delta = loss.delta(out, y) / m  # ∂L/∂out: each example's ∂ℓᵢ/∂outᵢ, batch-averaged
+    mask = net.input_mask(X)
+    out, caches, state = net.run(params, state, X, key, True, mask)
+    # ∂L/∂out: each example's ∂ℓᵢ/∂outᵢ, batch-averaged (with a padding mask: over real tokens)
+    value, delta = loss.value_and_delta(out, y, mask)
     grads, _ = net.root.backward(params, caches, delta)
     # As jax.grad does: each gradient in its parameter's dtype, whatever the data's.
     return value, out, jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params), state

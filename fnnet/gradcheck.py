@@ -263,7 +263,8 @@ def check_grads(candidate, *args, rtol=None, atol=None, eps=1e-6, directions=4,
 
         extras = {**({"state": state} if state is not None else {}), **({"key": k} if k is not None else {})}
         report = check_grads(lambda p, X, y: backprop(net, p, X, y, loss, **extras)[:2],
-                             lambda p, X, y: loss(apply(p, X), y).mean(), params, X, y, **options)
+                             lambda p, X, y: loss.value_and_delta(apply(p, X), y, net.input_mask(X))[0],
+                             params, X, y, **options)
         with jax.enable_x64(True) if report.dtype == "float64" else contextlib.nullcontext():
             params_c, X_c = _cast((params, X), report.dtype)
             layers = check_layers(net, params_c, X_c, state=state, key=k, train=True)

@@ -10,6 +10,7 @@ For a weight of shape `(n_in, n_out)`, fan_in = n_in and fan_out = n_out.
 | `he_uniform`     | U(±√(6 / fan_in))               (alias kaiming_uniform) |
 | `he_normal`      | N(0, 2 / fan_in)                (alias kaiming_normal)  |
 | `lecun_normal`   | N(0, 1 / fan_in)                               |
+| `normal`         | N(0, 1), as PyTorch's `nn.Embedding`           |
 | `zeros`          | 0                                              |
 
 The Glorot/He/LeCun "normal" variants are truncated at two standard deviations
@@ -53,6 +54,10 @@ def _textbook(key, shape, dtype):
     return 0.1 * jax.random.normal(key, shape, dtype)
 
 
+def _normal(key, shape, dtype):
+    return jax.random.normal(key, shape, dtype)
+
+
 def _zeros(key, shape, dtype):
     del key
     return jnp.zeros(shape, dtype)
@@ -64,9 +69,10 @@ glorot_normal = Initializer("glorot_normal", jax.nn.initializers.glorot_normal()
 he_uniform = Initializer("he_uniform", jax.nn.initializers.he_uniform())
 he_normal = Initializer("he_normal", jax.nn.initializers.he_normal())
 lecun_normal = Initializer("lecun_normal", jax.nn.initializers.lecun_normal())
+normal = Initializer("normal", _normal)
 zeros = Initializer("zeros", _zeros)
 
-ALL = (textbook, glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_normal, zeros)
+ALL = (textbook, glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_normal, normal, zeros)
 _BY_NAME = {i.name: i for i in ALL} | {
     "xavier_uniform": glorot_uniform,
     "xavier_normal": glorot_normal,

@@ -39,6 +39,10 @@ class OutputResult:
       fd_error: |fd − ⟨hand, v⟩| / scale along a random direction v (None: not checked, or
         the layer has a kink along v, where finite differences have no opinion).
       ok: within tolerance of jax.vjp (and of the finite differences, when checked).
+      wrong_steps: for dx of a layer over time (a recurrent layer, `time_axis`), the time
+        steps where it differs, in order; () when it agrees or has no time axis. Backprop
+        through time runs from the last step to the first, so the last wrong step is where
+        the backward first goes wrong.
     """
 
     name: str
@@ -48,6 +52,7 @@ class OutputResult:
     vjp: float
     fd_error: "float | None"
     ok: bool
+    wrong_steps: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +73,17 @@ class LayerResult:
     @property
     def message(self) -> str:
         where = f"layer {self.path} {self.layer}" if self.path else self.layer
-        bad = [o for o in self.outputs if not o.ok]
+        # a recurrent layer's dx first: the time step where it goes wrong says most
+        bad = sorted((o for o in self.outputs if not o.ok), key=lambda o: not o.wrong_steps)
         mode = "training" if self.train else "evaluation"
         if not bad:
             return f"{where}: backward agrees with jax.vjp of its forward ({mode} mode)"
         first = bad[0]
         good = [o.name for o in self.outputs if o.ok]
-        return (f"{where}: {first.name} differs from jax.vjp of its forward in {mode} mode (index "
+        steps = first.wrong_steps
+        when = (f" from time step t = {steps[-1]} back (wrong at {_steps(steps)}; the later steps agree)"
+                if steps else "")
+        return (f"{where}: {first.name} differs from jax.vjp of its forward in {mode} mode{when} (index "
                 f"{first.worst_index}: backward {first.hand:.6g}, jax.vjp {first.vjp:.6g}; rel. error "
                 f"{first.max_rel_error:.1e})"
                 + (f"; also {', '.join(o.name for o in bad[1:])}" if bad[1:] else "")
@@ -119,7 +128,7 @@ class LayerReport:
 
 
 def check_layer(layer, in_shape, *, key=None, dtype=jnp.float64, batch=3, train=None, int_range=None,
-                fd=True) -> LayerReport:
+                fd=True, mask=None) -> LayerReport:
     """Check `layer.backward` against `jax.vjp` of `layer.forward` and finite differences.
 
     Args:
@@ -133,6 +142,7 @@ def check_layer(layer, in_shape, *, key=None, dtype=jnp.float64, batch=3, train=
       int_range: `(lo, hi)` to draw integer inputs in [lo, hi) (an embedding's token
         ids); then no dx is checked.
       fd: also compare with central finite differences.
+      mask: a padding mask `(batch, T)` for a layer that takes one (`uses_mask`).
 
     Returns:
       A `LayerReport`; `.ok`, and `.message` naming dx or the parameter that is wrong.
@@ -147,7 +157,8 @@ def check_layer(layer, in_shape, *, key=None, dtype=jnp.float64, batch=3, train=
             x = jax.random.normal(k_x, (batch, *in_shape), dtype)
         else:
             x = jax.random.randint(k_x, (batch, *in_shape), *int_range)
-        return LayerReport(tuple(_check_at(layer, "", params, state, x, k_layer, mode, k_dy, fd)[0]
+        mask = None if mask is None else jnp.asarray(mask, bool)
+        return LayerReport(tuple(_check_at(layer, "", params, state, x, k_layer, mode, k_dy, fd, mask)[0]
                                  for mode in modes))
 
 
@@ -157,42 +168,45 @@ def check_layers(net, params, X, *, state=None, key=None, train=True, dy_key=Non
     dy_key = jax.random.key(1) if dy_key is None else dy_key
     if state is None:
         state = net.init_state()
+    X = jnp.asarray(X)
+    mask = net.input_mask(X)
     results = []
 
     def walk(layer, path, p, s, x, k):
         """Check `layer` and its sub-layers at input `x`; the layer's output."""
-        stateful = base.is_stateful(layer)
-        if isinstance(layer, Sequential):
+        inside = layer.expand(tuple(x.shape[1:])) if hasattr(layer, "expand") else layer  # TransformerBlock
+        stateful = base.is_stateful(inside)
+        if isinstance(inside, Sequential):
             a = x  # each child's input; the Sequential itself is checked at x
-            for i, (child, pc, sc) in enumerate(zip(layer.layers, p, s if stateful else [{}] * len(p))):
+            for i, (child, pc, sc) in enumerate(zip(inside.layers, p, s if stateful else [{}] * len(p))):
                 a = walk(child, f"{path}[{i}]", pc, sc, a, None if k is None else jax.random.fold_in(k, i))
-        elif isinstance(layer, Residual):
-            for i, (name, child) in enumerate(layer._paths):
+        elif isinstance(inside, Residual):
+            for i, (name, child) in enumerate(inside._paths):
                 walk(child, f"{path}[{name!r}]", p[name], s[name] if stateful else {}, x,
                      None if k is None else jax.random.fold_in(k, i))
         if isinstance(layer, _Identity) or not path:  # the root Sequential is the network itself
             return x
-        result, y = _check_at(layer, path, p, s, x, k, train, jax.random.fold_in(dy_key, len(results)), fd)
+        result, y = _check_at(layer, path, p, s, x, k, train, jax.random.fold_in(dy_key, len(results)), fd, mask)
         results.append(result)
         return y
 
-    walk(net.root, "", params, state, jnp.asarray(X), key)
+    walk(net.root, "", params, state, X, key)
     return LayerReport(tuple(results))
 
 
-def _check_at(layer, path, params, state, x, key, train, dy_key, fd):
+def _check_at(layer, path, params, state, x, key, train, dy_key, fd, mask=None):
     """The `LayerResult` of `layer` at input `x` (its params, state, key and mode), and the
     layer's output there."""
     # dy and the directions from numpy's generator, seeded by dy_key: threefry inside the
     # compiled check would triple its compile time.
     rng = np.random.default_rng(np.asarray(jax.random.key_data(dy_key)).ravel())
-    y_type = jax.eval_shape(lambda: base.forward(layer, params, state, x, key, train)[0])
+    y_type = jax.eval_shape(lambda: base.forward(layer, params, state, x, key, train, mask)[0])
     dy = rng.standard_normal(y_type.shape).astype(y_type.dtype)
     directions = None
     if fd:  # one per params leaf, then x
         leaves = jax.tree.leaves(params) + ([x] if jnp.issubdtype(x.dtype, jnp.inexact) else [])
         directions = [rng.standard_normal(leaf.shape).astype(leaf.dtype) for leaf in leaves]
-    y, dparams, dx, ref_params, ref_dx, fds = _outputs(_Static.of(layer), train, params, state, x, key, dy,
+    y, dparams, dx, ref_params, ref_dx, fds = _outputs(_Static.of(layer), train, params, state, x, key, mask, dy,
                                                        directions)
     dtype = jnp.dtype(y.dtype).name
     rtol, fd_rtol = TOLERANCES.get(dtype, TOLERANCES["float32"])
@@ -210,7 +224,8 @@ def _check_at(layer, path, params, state, x, key, train, dy_key, fd):
     # both: each output is measured against at least 1% of the layer's largest one.
     floor = 1e-2 * max((np.abs(r).max(initial=0.0) for _, _, r in pairs), default=0.0)
     opinions = [None] * len(pairs) if fds is None else [_fd_opinion(v, *f) for v, f in zip(directions, fds)]
-    outputs = tuple(_compare(name, hand, ref, rtol, fd_rtol, floor, opinion)
+    time_axis = getattr(layer, "time_axis", None)
+    outputs = tuple(_compare(name, hand, ref, rtol, fd_rtol, floor, opinion, time_axis if name == "dx" else None)
                     for (name, hand, ref), opinion in zip(pairs, opinions))
     return LayerResult(path, base.describe(layer), train, outputs), y
 
@@ -236,7 +251,7 @@ def _unwrap(layer):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _outputs(layer, train, params, state, x, key, dy, directions):
+def _outputs(layer, train, params, state, x, key, mask, dy, directions):
     """One compiled program per layer (and shapes): the layer's output y, its backward's
     (dparams, dx) for `dy`, jax.vjp's (ref_params, ref_dx) (dx None for integer inputs),
     and, given `directions` (one per params leaf, then x), per output the direction and
@@ -245,9 +260,9 @@ def _outputs(layer, train, params, state, x, key, dy, directions):
     integer = not jnp.issubdtype(x.dtype, jnp.inexact)
 
     def y_of(p, x_):
-        return base.forward(layer, p, state, x_, key, train)[0]
+        return base.forward(layer, p, state, x_, key, train, mask)[0]
 
-    y, cache, _ = base.forward(layer, params, state, x, key, train)
+    y, cache, _ = base.forward(layer, params, state, x, key, train, mask)
     dparams, dx = layer.backward(params, cache, dy)
     if integer:
         ref_params, ref_dx = jax.vjp(lambda p: y_of(p, x), params)[1](dy)[0], None
@@ -270,7 +285,17 @@ def _outputs(layer, train, params, state, x, key, dy, directions):
     return y, dparams, dx, ref_params, ref_dx, fds
 
 
-def _compare(name, hand, ref, rtol, fd_rtol, floor, fd):
+def _steps(steps) -> str:
+    """Time steps as ranges: (0, 1, 2, 5) → "t = 0–2, 5"."""
+    runs, start = [], steps[0]
+    for a, b in zip(steps, (*steps[1:], None)):
+        if b != a + 1:
+            runs.append(f"{start}" if start == a else f"{start}–{a}")
+            start = b
+    return "t = " + ", ".join(runs)
+
+
+def _compare(name, hand, ref, rtol, fd_rtol, floor, fd, time_axis=None):
     hand, ref = np.asarray(hand, np.float64), np.asarray(ref, np.float64)
     if hand.shape != ref.shape:
         return OutputResult(name, np.inf, (), np.nan, np.nan, None, False)
@@ -287,8 +312,12 @@ def _compare(name, hand, ref, rtol, fd_rtol, floor, fd):
         fd_error = abs(value - predicted) / max(abs(value), abs(predicted), scale * np.linalg.norm(direction), _TINY)
         ok = fd_error <= fd_rtol
     index = tuple(int(i) for i in worst)
+    steps = ()
+    if time_axis is not None and rel > rtol and diff.ndim > time_axis:
+        per_step = np.moveaxis(diff, time_axis, 0).reshape(diff.shape[time_axis], -1).max(axis=1) / scale
+        steps = tuple(int(t) for t in np.flatnonzero(per_step > rtol))
     return OutputResult(name, rel, index, float(hand[worst]) if diff.size else 0.0,
-                        float(ref[worst]) if diff.size else 0.0, fd_error, ok)
+                        float(ref[worst]) if diff.size else 0.0, fd_error, ok, steps)
 
 
 def _fd_opinion(v, eps, up, here, down):

@@ -82,11 +82,44 @@ class Loss:
         """Targets of this loss for integer class labels `(n,)` in `[0, n_classes)`."""
         return self.from_labels_fn(jnp.asarray(labels), n_classes)
 
-    def __call__(self, out, y):
-        """Per-example losses ℓ of shape `(batch,)` for `out` `(batch, *out_shape)`."""
+    def __call__(self, out, y, mask=None):
+        """Per-example losses ℓ of shape `(batch,)` for `out` `(batch, *out_shape)`; with a
+        padding `mask` `(batch, T)` over sequence outputs `(batch, T, k)`, each example's mean
+        over its real tokens (0 for an example without any)."""
         out, y = jnp.asarray(out), jnp.asarray(y)
         self.check(out, y)
-        return self.fn(out, y)
+        if not _per_token(out, mask):
+            return self.fn(out, y)
+        keep, ell, _ = self._tokens(out, y, mask, delta=False)
+        ell = jnp.where(keep, ell, 0).reshape(mask.shape)
+        return ell.sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1).astype(ell.dtype)
+
+    def value_and_delta(self, out, y, mask=None):
+        """The batch loss L and ∂L/∂out (the shape of `out`), where backprop's recursion starts.
+
+        L = (1/m) Σᵢ ℓᵢ, and ∂L/∂out = (1/m) ∂ℓᵢ/∂outᵢ. With a padding `mask` `(batch, T)`
+        (True at real tokens) and sequence outputs `(batch, T, k)`, L is the mean over the real
+        tokens, as PyTorch's `ignore_index`: L = Σ_real ℓₜ / n_real; padded tokens count for
+        nothing, their targets may hold anything, and their delta is exactly 0. A mask is
+        ignored for outputs without a time axis (one output per sequence)."""
+        out, y = jnp.asarray(out), jnp.asarray(y)
+        self.check(out, y)
+        if not _per_token(out, mask):
+            return self.fn(out, y).mean(), self.delta_fn(out, y) / out.shape[0]
+        keep, ell, delta = self._tokens(out, y, mask)
+        n = jnp.maximum(keep.sum(), 1).astype(ell.dtype)
+        value = jnp.where(keep, ell, 0).sum() / n
+        delta = jnp.where(keep.reshape(-1, *(1,) * (delta.ndim - 1)), delta, 0) / n
+        return value, delta.reshape(out.shape)
+
+    def _tokens(self, out, y, mask, delta=True):
+        """(mask, ℓ, ∂ℓ/∂out) per token: every (example, step) an example of its own."""
+        if mask.shape != out.shape[:2]:
+            raise ValueError(f"{self.name}: the padding mask has shape {mask.shape} but the output has "
+                             f"shape {out.shape}; expected a mask of shape {out.shape[:2]}, (batch, T)")
+        B, T = mask.shape
+        out, y = out.reshape(B * T, *out.shape[2:]), y.reshape(B * T, *y.shape[2:])
+        return mask.reshape(-1), self.fn(out, y), self.delta_fn(out, y) if delta else None
 
     def delta(self, out, y):
         """∂ℓᵢ/∂outᵢ of shape `out.shape`: each example's gradient of its own loss."""
@@ -107,13 +140,19 @@ class Loss:
                 f"{self.name}: the output has shape {out_shape}; expected a leading batch "
                 f"axis and at least one output, (batch, n_out)"
             )
+        # One target per example for an output that kept axes between batch and outputs
+        # (an image's H, W through a Dense): most likely a forgotten Flatten.
+        flatten = (len(out_shape) > 2 and y_shape in (out_shape[:1], (out_shape[0], out_shape[-1]))
+                   and f"; the output keeps the axes {out_shape[1:-1]} of each example: for one output per "
+                       f"example put a fnnet.Flatten() before the Dense layers")
         if self.integer_labels:
             expected = out_shape[:-1]
             if y_shape != expected:
                 raise ValueError(
                     f"{self.name}: labels have shape {y_shape} but the output has shape "
                     f"{out_shape}; expected labels of shape {expected}, one integer class "
-                    f"index per example (for one-hot targets use softmax_cross_entropy)"
+                    f"index per " + (f"example and position{flatten}" if flatten else
+                                     "example (for one-hot targets use softmax_cross_entropy)")
                 )
             if not jnp.issubdtype(y.dtype, jnp.integer):
                 raise TypeError(
@@ -139,7 +178,9 @@ class Loss:
                 )
         elif y_shape != out_shape:
             hint = ""
-            if y_shape == out_shape[:-1] and out_shape[-1] == 1:
+            if flatten:
+                hint = flatten
+            elif y_shape == out_shape[:-1] and out_shape[-1] == 1:
                 hint = "; add the output axis with y[:, None]"
             elif y_shape == out_shape[:-1]:
                 hint = "; for integer class labels use softmax_cross_entropy_with_integer_labels"
@@ -150,6 +191,11 @@ class Loss:
 
     def __repr__(self):
         return self.name
+
+
+def _per_token(out, mask) -> bool:
+    """Whether a padding mask applies to `out`: sequence outputs `(batch, T, k...)`."""
+    return mask is not None and out.ndim >= 3
 
 
 def _n_per_example(x, skip_last=False):

@@ -112,13 +112,26 @@ class Network:
         out = self.forward(params, x, state=state, key=key, train=train)
         return (out[0], out[2]) if self.has_state else out[0]
 
-    def run(self, params, state, x, key, train):
+    def run(self, params, state, x, key, train, mask=None):
         """`(y, caches, state)` without checks, whatever the network (pure; not jitted); a
-        network without state hands back the `state` it was given (None) as it is."""
+        network without state hands back the `state` it was given (None) as it is. `mask`:
+        the padding mask of `x`, by default `input_mask(x)`."""
+        mask = self.input_mask(x) if mask is None else mask
         if self.has_state:
-            return self.root._run(params, state, x, key, train)
-        y, caches, _ = self.root._run(params, self._shapes[2], x, key, train)  # a tree without leaves
+            return self.root._run(params, state, x, key, train, mask)
+        y, caches, _ = self.root._run(params, self._shapes[2], x, key, train, mask)  # a tree without leaves
         return y, caches, state
+
+    def input_mask(self, x):
+        """The padding mask of inputs `x`, `(batch, T)` booleans (True at real tokens), or None.
+
+        It comes from the first layer's `mask_of(x)`: an `Embedding(vocab, dim, pad_id=p)`
+        marks the tokens equal to p as padding. The mask travels beside the activations to every
+        layer that takes one (`uses_mask`: the recurrent and attention layers), which keep a
+        sequence's state across its padding and give zeros there; the losses then average over
+        the real tokens only (`fnnet.losses.Loss.value_and_delta`)."""
+        mask_of = getattr(self.layers[0], "mask_of", None) if self.layers else None
+        return None if mask_of is None else mask_of(x)
 
     def check(self, params, x, y=None, loss=None, *, state=None):
         """Raise a ValueError naming the mismatch if `params`, `x` (or `y` for `loss`), or
@@ -157,6 +170,12 @@ class Network:
             )
         if x_shape[0] == 0:
             raise ValueError(f"input x has shape {x_shape}: the batch is empty")
+        check_input = getattr(self.layers[0], "check_input", None) if self.layers else None
+        if check_input is not None:  # what the first layer knows about its inputs (an Embedding's ids)
+            try:
+                check_input(x)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"layer [0] {e}") from None
         if loss is not None:
             loss.check(jax.ShapeDtypeStruct((x_shape[0], *self.out_shape), jnp.float32), y)
 

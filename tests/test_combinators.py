@@ -87,9 +87,9 @@ def test_errors_name_the_layer_by_its_path():
     with pytest.raises(ValueError, match=re.escape("[1]['block'][1] Residual(block=Dense(n_out=3")
                        + r".*the block maps \(4,\) to \(3,\) but the shortcut to \(4,\).*strided 1×1 Conv2D"):
         bad.init(jax.random.key(0), (2,))
-    with pytest.raises(ValueError, match=re.escape("Network: layer [1]['block'] Dense(n_out=4")
-                       + r".*expects a flat input[^\n]*\(batch, n_in\)$"):  # one line, no JAX note
-        fnnet.Network((2, 2), (Activation("relu"), Residual(Dense(4))))
+    with pytest.raises(ValueError, match=re.escape("Network: layer [1]['block'] Conv2D(n_out=4")
+                       + r".*expects images[^\n]*\(batch, H, W, C\)$"):  # one line, no JAX note
+        fnnet.Network((2, 2), (Activation("relu"), Residual(fnnet.Conv2D(4, 3))))
 
 
 def test_nested_and_stateful_networks_round_trip_through_a_checkpoint(tmp_path):

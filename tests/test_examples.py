@@ -75,6 +75,16 @@ def test_cnn_digits_checks_gradients_and_reaches_98_5_percent_mean_test_accuracy
 
 
 @pytest.mark.heavy
+def test_rnn_digits_checks_bptt_and_reaches_97_percent_mean_test_accuracy():
+    result = run("rnn_digits.py")  # the LSTM; the GRU is the same code path with its own step
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "gradient check: PASS" in out
+    accuracies = [float(a) for a in re.findall(r"^split \d: test accuracy ([\d.]+)%", out, re.M)]
+    assert len(accuracies) == 5 and sum(accuracies) / 5 >= 97
+
+
+@pytest.mark.heavy
 def test_cnn_beats_mlp_by_10_points_on_shapes_at_random_positions():
     result = run("cnn_shapes.py")
     assert result.returncode == 0, result.stdout + result.stderr

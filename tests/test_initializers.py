@@ -52,6 +52,7 @@ SPECS = {
     "he_uniform": (lambda fi, fo: 2 / fi, "uniform"),
     "he_normal": (lambda fi, fo: 2 / fi, "truncated_normal"),
     "lecun_normal": (lambda fi, fo: 1 / fi, "truncated_normal"),
+    "normal": (lambda fi, fo: 1.0, "normal"),
 }
 KURTOSIS = {"normal": 3.0, "uniform": 9 / 5, "truncated_normal": TRUNC_KURTOSIS}
 
@@ -213,7 +214,7 @@ def test_get_by_name(name, expected):
     assert I.get(expected) is expected
 
 
-@pytest.mark.parametrize("bad", ["glorot", "he", "xavier", "normal"], ids=["glorot", "he", "xavier", "normal"])
+@pytest.mark.parametrize("bad", ["glorot", "he", "xavier", "uniform"], ids=["glorot", "he", "xavier", "uniform"])
 def test_get_unknown_name(bad):
     with pytest.raises(ValueError, match=rf"unknown initializer {bad!r}; expected one of: .*\bglorot_uniform\b") as info:
         I.get(bad)

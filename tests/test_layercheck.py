@@ -284,3 +284,26 @@ def test_rounding_noise_and_kinks_raise_no_false_alarms(dtype):
         assert report.ok, report
         bad = check_layers(_conv_bn_block(ConvBiasOff), params, X, state=state)
         assert bad.culprit.path == "[2]['block'][0]" and bad.culprit.message.split(":")[1].startswith(" b differs")
+
+
+# Recurrent layers: the report localises in time. Backprop through time runs from the last
+# step back, so the last step where dx is wrong is where the backward first goes wrong.
+from test_recurrent import NoRecurrentDh, SkipsFirstStep  # noqa: E402
+
+
+@pytest.mark.parametrize("bug,from_step,steps", [(NoRecurrentDh, 4, "t = 0–4"), (SkipsFirstStep, 0, "t = 0")],
+                         ids=["recurrent dh missing", "loop skips t = 0"])
+def test_a_recurrent_network_names_the_layer_the_output_and_the_time_step(bug, from_step, steps):
+    """Embedding → LSTM → Dense on tokens, per-token labels: check_grads against jax.grad and
+    finite differences; with a planted BPTT bug the report names the LSTM, dx and the step."""
+    T = 6
+    X = jax.random.randint(jax.random.key(1), (3, T), 0, 5)
+    y = jax.random.randint(jax.random.key(2), (3, T), 0, 5)
+    loss = "softmax_cross_entropy_with_integer_labels"
+    good = fnnet.Network((T,), (fnnet.Embedding(5, 3), fnnet.LSTM(4), Dense(5)))
+    params = good.init(jax.random.key(0), jnp.float64)
+    assert fnnet.check_grads(good, params, X, y, loss).ok
+    report = fnnet.check_grads(fnnet.Network((T,), (fnnet.Embedding(5, 3), bug(4), Dense(5))), params, X, y, loss)
+    assert not report.ok
+    assert (f"the broken layer: layer [1] {bug.__name__}(4): dx differs from jax.vjp of its forward in training mode "
+            f"from time step t = {from_step} back (wrong at {steps}; the later steps agree)") in report.message

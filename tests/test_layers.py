@@ -45,6 +45,31 @@ def test_dense_backward_is_the_delta_step():
     assert tree_rel_error(dx, delta @ params["W"].T) <= 1e-15
 
 
+@pytest.mark.parametrize("in_shape", [(4,), (5, 4), (2, 3, 4)], ids=str)
+def test_dense_acts_on_the_last_axis_of_any_rank(in_shape):
+    """On (batch, T, n_in) and beyond: every position through the same map, as a Dense on the
+    positions one by one; the backward sums dW and db over all of them (vs jax.vjp)."""
+    layer = fnnet.Dense(3, "tanh")
+    params, out_shape = layer.init(jax.random.key(0), in_shape, jnp.float64)
+    assert params["W"].shape == (4, 3) and out_shape == (*in_shape[:-1], 3)
+    x = jax.random.normal(jax.random.key(1), (2, *in_shape), jnp.float64)
+    y, cache = layer.forward(params, x)
+    rows = layer.forward(params, x.reshape(-1, 4))[0]  # every position as an example of its own
+    assert jnp.array_equal(y, rows.reshape(*x.shape[:-1], 3))
+    dy = jax.random.normal(jax.random.key(2), y.shape, jnp.float64)
+    _, vjp = jax.vjp(lambda p, x: layer.forward(p, x)[0], params, x)
+    assert tree_rel_error(layer.backward(params, cache, dy), vjp(dy)) <= 1e-12
+
+
+def test_a_forgotten_flatten_is_named_by_the_loss():
+    net = fnnet.Network((6, 6, 1), (fnnet.Conv2D(4, 3), fnnet.Dense(10)))  # no Flatten before the Dense
+    params, X = net.init(jax.random.key(0)), jnp.ones((5, 6, 6, 1))
+    for loss, y in (("softmax_cross_entropy_with_integer_labels", jnp.zeros(5, jnp.int32)), ("mse", jnp.zeros((5, 10)))):
+        with pytest.raises(ValueError, match=r"output has shape \(5, 6, 6, 10\).*the output keeps the axes \(6, 6\) "
+                                             r"of each example: for one output per example put a fnnet.Flatten\(\)"):
+            fnnet.backprop(net, params, X, y, loss)
+
+
 def test_dense_params_and_dtypes():
     params, out_shape = fnnet.Dense(4).init(jax.random.key(0), (3,), jnp.float32)
     assert out_shape == (4,)
@@ -69,8 +94,8 @@ def test_layers_are_hashable_static_values():
         (lambda: fnnet.Dense(3, jnp.sin), TypeError, r"expected an activation name .*Activation\(\.\.\.\)"),
         (lambda: fnnet.Dense(3, W_init="kaiming"), ValueError, r"unknown initializer 'kaiming'"),
         (lambda: fnnet.Activation("softmax"), ValueError, r"unknown activation 'softmax'"),
-        (lambda: fnnet.Dense(3).init(jax.random.key(0), (8, 8)), ValueError,
-         r"Dense\(n_out=3.*expects a flat input of shape \(n_in,\) per example, got \(8, 8\)"),
+        (lambda: fnnet.Dense(3).init(jax.random.key(0), ()), ValueError,
+         r"Dense\(n_out=3.*expects inputs with a feature axis, \(batch, \.\.\., n_in\), got per-example shape \(\)"),
     ],
 )
 def test_bad_layer_arguments(make, error, match):

@@ -499,3 +499,40 @@ def test_a_users_loss_gets_an_accuracy_only_if_it_gives_one():
     assert mae.accuracy(jnp.zeros((2, 1)), jnp.zeros((2, 1))) is None
     with pytest.raises(ValueError, match=r"sigmoid_binary_cross_entropy needs 2 classes; this dataset has 3"):
         BCE.from_labels(jnp.array([0, 1, 2]), 3)
+
+
+# Sequence outputs with a padding mask: the batch loss is the mean over the real tokens.
+@pytest.mark.parametrize("loss", L.ALL, ids=str)
+def test_masked_batch_loss_is_the_mean_over_real_tokens_and_its_delta_is_jax_grad(loss):
+    rng = np.random.default_rng(0)
+    B, T, k = 3, 5, 4
+    out = jnp.asarray(rng.standard_normal((B, T, k)))
+    y = jnp.asarray(make_targets(rng, loss, (B, T, k)))
+    mask = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
+    value, delta = loss.value_and_delta(out, y, mask)
+    tokens = [loss(out[b, t][None], y[b, t][None])[0] for b in range(B) for t in range(T) if mask[b, t]]
+    assert rel_error(value, np.mean(tokens)) <= TOL  # each real token once, as PyTorch's ignore_index
+    ref = jax.grad(lambda o: loss.value_and_delta(o, y, mask)[0])(out)
+    assert rel_error(delta, ref) <= TOL and not delta[~mask].any()  # padded tokens: a delta of exactly 0
+    # per example: the mean over its own real tokens; the fully padded example gives 0, not NaN
+    per_example = loss(out, y, mask)
+    assert rel_error(per_example[0], np.mean(tokens[:3])) <= TOL and per_example[2] == 0
+    # without a mask, or with one of all True: the plain mean of the per-example losses and delta / m
+    plain = loss.value_and_delta(out, y)
+    assert plain[0] == loss(out, y).mean() and jnp.array_equal(plain[1], loss.delta(out, y) / B)
+    full = loss.value_and_delta(out, y, jnp.ones((B, T), bool))
+    assert max(rel_error(a, b) for a, b in zip(full, plain)) <= TOL
+
+
+def test_masked_loss_ignores_what_padded_targets_hold_and_checks_the_mask_shape():
+    out = jnp.zeros((2, 3, 4))
+    mask = jnp.array([[1, 1, 0], [1, 0, 0]], bool)
+    y = jnp.array([[1, 2, 3], [0, 1, 2]])
+    garbage = y.at[0, 2].set(1).at[1, 1:].set(3)
+    a, b = ICE.value_and_delta(out, y, mask), ICE.value_and_delta(out, garbage, mask)
+    assert a[0] == b[0] and jnp.array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match=r"the padding mask has shape \(2, 2\) but the output has shape \(2, 3, 4\); "
+                                         r"expected a mask of shape \(2, 3\)"):
+        ICE.value_and_delta(out, y, mask[:, :2])
+    # one output per sequence (no time axis): the mask does not apply
+    assert ICE.value_and_delta(out[:, 0], y[:, 0], mask)[0] == ICE(out[:, 0], y[:, 0]).mean()

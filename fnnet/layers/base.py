@@ -13,7 +13,9 @@ A layer with state (BatchNorm's running statistics) or randomness (Dropout's mas
     forward(params, state, x, *, key, train)      -> (y, cache, state)
 
 and the same `backward`: whatever it needs (a mask, the batch statistics) is in its cache, so
-backward takes no key. `train` is a static Python bool. A layer that draws random numbers in
+backward takes no key. A layer for sequences that takes a padding mask (`(batch, T)`, True at
+real steps) says so with `uses_mask = True` and takes it as the keyword `mask` of either
+forward; the mask travels beside the activations (see `fnnet.Network.input_mask`). `train` is a static Python bool. A layer that draws random numbers in
 training says so with a class attribute `uses_key = True`, so that a missing key is an error,
 never a silent default. Caches hold arrays with the batch axis first (or nothing), so that
 one example's backward can run on its slice of them.
@@ -83,16 +85,25 @@ def uses_key(layer) -> bool:
     return bool(getattr(layer, "uses_key", False))
 
 
+def uses_mask(layer) -> bool:
+    """Whether `layer` takes a padding mask (a recurrent or attention layer: a class attribute
+    `uses_mask = True`): then its forward has a keyword `mask`, `(batch, T)` booleans, True at
+    the real steps of each sequence, or None."""
+    return bool(getattr(layer, "uses_mask", False))
+
+
 def init_state(layer, in_shape, dtype):
     """`layer.init_state(...)`, or `{}` (no leaves) for a stateless layer."""
     return layer.init_state(in_shape, dtype) if is_stateful(layer) else {}
 
 
-def forward(layer, params, state, x, key, train):
-    """`(y, cache, state)` of any layer: a stateless one keeps `state` as it is."""
+def forward(layer, params, state, x, key, train, mask=None):
+    """`(y, cache, state)` of any layer: a stateless one keeps `state` as it is; a layer that
+    takes a padding mask is given `mask`, the others not."""
+    kw = {"mask": mask} if uses_mask(layer) else {}
     if is_stateful(layer):
-        return layer.forward(params, state, x, key=key, train=train)
-    y, cache = layer.forward(params, x)
+        return layer.forward(params, state, x, key=key, train=train, **kw)
+    y, cache = layer.forward(params, x, **kw)
     return y, cache, state
 
 

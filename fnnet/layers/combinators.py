@@ -69,6 +69,10 @@ class Sequential:
     def uses_key(self) -> bool:
         return any(map(base.uses_key, self.layers))
 
+    @property
+    def uses_mask(self) -> bool:
+        return any(map(base.uses_mask, self.layers))
+
     def init(self, key, in_shape, dtype=jnp.float32):
         params, shape = [], tuple(in_shape)
         for i, (layer, k) in enumerate(zip(self.layers, jax.random.split(key, len(self.layers)))):
@@ -84,17 +88,18 @@ class Sequential:
         shapes = _in_shapes(self.layers, tuple(in_shape))
         return [base.init_state(layer, shape, dtype) for layer, shape in zip(self.layers, shapes)]
 
-    def forward(self, params, *args, key=None, train=False):
-        """`forward(params, x)` when stateless, `forward(params, state, x, key=, train=)` when not."""
+    def forward(self, params, *args, key=None, train=False, mask=None):
+        """`forward(params, x)` when stateless, `forward(params, state, x, key=, train=)` when not
+        (`mask=` for the children that take a padding mask)."""
         if not self.stateful:
-            y, caches, _ = self._run(params, [{}] * len(self.layers), *args, None, False)
+            y, caches, _ = self._run(params, [{}] * len(self.layers), *args, None, False, mask)
             return y, caches
-        return self._run(params, *args, key, train)
+        return self._run(params, *args, key, train, mask)
 
-    def _run(self, params, state, x, key, train):
+    def _run(self, params, state, x, key, train, mask=None):
         caches, states = [], []
         for i, (layer, p, s) in enumerate(zip(self.layers, params, state)):
-            x, cache, s = base.forward(layer, p, s, x, _key(key, i), train)
+            x, cache, s = base.forward(layer, p, s, x, _key(key, i), train, mask)
             caches.append(cache)
             states.append(s)
         return x, caches, states
@@ -154,6 +159,10 @@ class Residual:
     def uses_key(self) -> bool:
         return any(base.uses_key(layer) for _, layer in self._paths)
 
+    @property
+    def uses_mask(self) -> bool:
+        return any(base.uses_mask(layer) for _, layer in self._paths)
+
     def init(self, key, in_shape, dtype=jnp.float32):
         params, shapes = {}, {}
         for (name, layer), k in zip(self._paths, jax.random.split(key)):
@@ -173,17 +182,19 @@ class Residual:
     def init_state(self, in_shape, dtype=jnp.float32):
         return {name: base.init_state(layer, tuple(in_shape), dtype) for name, layer in self._paths}
 
-    def forward(self, params, *args, key=None, train=False):
-        """`forward(params, x)` when stateless, `forward(params, state, x, key=, train=)` when not."""
+    def forward(self, params, *args, key=None, train=False, mask=None):
+        """`forward(params, x)` when stateless, `forward(params, state, x, key=, train=)` when not
+        (`mask=` for the children that take a padding mask)."""
         if not self.stateful:
-            y, cache, _ = self._run(params, {"block": {}, "shortcut": {}}, *args, None, False)
+            y, cache, _ = self._run(params, {"block": {}, "shortcut": {}}, *args, None, False, mask)
             return y, cache
-        return self._run(params, *args, key, train)
+        return self._run(params, *args, key, train, mask)
 
-    def _run(self, params, state, x, key, train):
+    def _run(self, params, state, x, key, train, mask=None):
         outs, caches, states = [], {}, {}
         for i, (name, layer) in enumerate(self._paths):
-            y, caches[name], states[name] = base.forward(layer, params[name], state[name], x, _key(key, i), train)
+            y, caches[name], states[name] = base.forward(layer, params[name], state[name], x, _key(key, i), train,
+                                                         mask)
             outs.append(y)
         return outs[0] + outs[1], caches, states
 

@@ -22,12 +22,9 @@ def _matmul(a, b, small):
     return (a[:, :, None] * b[None, :, :]).sum(axis=1) if small else a @ b
 
 
-def _check_flat(layer, in_shape):
-    if len(in_shape) != 1:
-        raise ValueError(
-            f"{layer!r} expects a flat input of shape (n_in,) per example, got {in_shape}; "
-            f"reshape the data to (batch, n_in)"
-        )
+def _rows(a):
+    """`a` `(..., n)` as a matrix `(rows, n)`: every leading axis (batch, time, ...) a row."""
+    return a.reshape(-1, a.shape[-1])
 
 
 @register
@@ -48,6 +45,10 @@ class Dense:
         dW = xᵀ δ                 (n_in, n_out)
         db = Σ_batch δ            (n_out,)
         dx = δ Wᵀ                 (batch, n_in)   — the next δ's "δˡ⁺¹ Wˡ⁺¹ᵀ"
+
+    On inputs of any rank, `(batch, T, n_in)` say, it acts on the last axis: every other
+    axis counts as batch, in the sums of dW and db too. (An image's `(H, W, C)` is not
+    flattened for it: put a `Flatten()` first for one output per image.)
     """
 
     n_out: int
@@ -66,25 +67,28 @@ class Dense:
         )
 
     def init(self, key, in_shape, dtype=jnp.float32):
-        _check_flat(self, in_shape)
+        if len(in_shape) < 1:
+            raise ValueError(f"{self!r} expects inputs with a feature axis, (batch, ..., n_in), got per-example "
+                             f"shape {tuple(in_shape)}")
         kW, kb = jax.random.split(key)
-        W = self.W_init(kW, (in_shape[0], self.n_out), dtype)
+        W = self.W_init(kW, (in_shape[-1], self.n_out), dtype)
         b = self.b_init(kb, (self.n_out,), dtype)
-        return {"W": W, "b": b}, (self.n_out,)
+        return {"W": W, "b": b}, (*in_shape[:-1], self.n_out)
 
     def forward(self, params, x):
         W = params["W"]
-        z = _matmul(x, W, W.size <= SMALL_LAYER) + params["b"][None, :]
+        z = _matmul(_rows(x), W, W.size <= SMALL_LAYER) + params["b"][None, :]
+        z = z.reshape(*x.shape[:-1], self.n_out)
         return self.activation(z), (x, z)
 
     def backward(self, params, cache, da):
         x, z = cache
         W = params["W"]
         small = W.size <= SMALL_LAYER
-        delta = self.activation.backward(z, da)
-        dW = _matmul(x.T, delta, small)
+        delta = _rows(self.activation.backward(z, da))
+        dW = _matmul(_rows(x).T, delta, small)
         db = delta.sum(axis=0)
-        dx = _matmul(delta, W.T, small)
+        dx = _matmul(delta, W.T, small).reshape(x.shape)
         return {"W": dW, "b": db}, dx
 
 

@@ -38,8 +38,9 @@ def value_output_and_grad(net: Network, loss, grad: str) -> Callable:
         return f
     if grad == "autodiff":
         def batch_loss(params, state, X, y, key):
-            out, _, state = net.run(params, state, X, key, True)
-            return loss(out, y).mean(), (out, state)
+            mask = net.input_mask(X)
+            out, _, state = net.run(params, state, X, key, True, mask)
+            return loss.value_and_delta(out, y, mask)[0], (out, state)
 
         value_and_grads = jax.value_and_grad(batch_loss, has_aux=True)
 

@@ -111,5 +111,5 @@ def _sums(net, loss, names):
     """`(params, state, X, y, mask) -> (len(names),)` sums of the per-example metrics where `mask`."""
     def sums(params, state, X, y, mask):
         out = net.run(params, state, X, None, False)[0]
-        return jnp.where(mask[:, None], per_example_metrics(loss, names, out, y), 0).sum(axis=0)
+        return jnp.where(mask[:, None], per_example_metrics(loss, names, out, y, net.input_mask(X)), 0).sum(axis=0)
     return jax.jit(sums)

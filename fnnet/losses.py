@@ -70,9 +70,15 @@ class Loss:
     predict_labels_fn: "Callable | None" = None
     target_range: "tuple[float, float] | None" = None
 
-    def accuracy(self, out, y):
-        """Each example's fraction of correct outputs, `(batch,)`; None if not a classifier."""
-        return None if self.accuracy_fn is None else self.accuracy_fn(out, y)
+    def accuracy(self, out, y, mask=None):
+        """Each example's fraction of correct outputs, `(batch,)` (with a padding `mask`, over
+        its real tokens); None if not a classifier."""
+        if self.accuracy_fn is None:
+            return None
+        if not _per_token(out, mask):
+            return self.accuracy_fn(out, y)
+        self._check_mask(out, mask)
+        return _token_mean(self.accuracy_fn(*_tokens(out, y, mask)), mask)
 
     def targets(self, key, out_shape, dtype=jnp.float32):
         """Random targets that fit this loss for outputs of shape `out_shape` (batch first)."""
@@ -90,9 +96,8 @@ class Loss:
         self.check(out, y)
         if not _per_token(out, mask):
             return self.fn(out, y)
-        keep, ell, _ = self._tokens(out, y, mask, delta=False)
-        ell = jnp.where(keep, ell, 0).reshape(mask.shape)
-        return ell.sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1).astype(ell.dtype)
+        self._check_mask(out, mask)
+        return _token_mean(self.fn(*_tokens(out, y, mask)), mask)
 
     def value_and_delta(self, out, y, mask=None):
         """The batch loss L and ∂L/∂out (the shape of `out`), where backprop's recursion starts.
@@ -106,20 +111,18 @@ class Loss:
         self.check(out, y)
         if not _per_token(out, mask):
             return self.fn(out, y).mean(), self.delta_fn(out, y) / out.shape[0]
-        keep, ell, delta = self._tokens(out, y, mask)
+        self._check_mask(out, mask)
+        out_t, y_t = _tokens(out, y, mask)
+        keep, ell, delta = mask.reshape(-1), self.fn(out_t, y_t), self.delta_fn(out_t, y_t)
         n = jnp.maximum(keep.sum(), 1).astype(ell.dtype)
         value = jnp.where(keep, ell, 0).sum() / n
         delta = jnp.where(keep.reshape(-1, *(1,) * (delta.ndim - 1)), delta, 0) / n
         return value, delta.reshape(out.shape)
 
-    def _tokens(self, out, y, mask, delta=True):
-        """(mask, ℓ, ∂ℓ/∂out) per token: every (example, step) an example of its own."""
+    def _check_mask(self, out, mask):
         if mask.shape != out.shape[:2]:
             raise ValueError(f"{self.name}: the padding mask has shape {mask.shape} but the output has "
                              f"shape {out.shape}; expected a mask of shape {out.shape[:2]}, (batch, T)")
-        B, T = mask.shape
-        out, y = out.reshape(B * T, *out.shape[2:]), y.reshape(B * T, *y.shape[2:])
-        return mask.reshape(-1), self.fn(out, y), self.delta_fn(out, y) if delta else None
 
     def delta(self, out, y):
         """∂ℓᵢ/∂outᵢ of shape `out.shape`: each example's gradient of its own loss."""
@@ -196,6 +199,19 @@ class Loss:
 def _per_token(out, mask) -> bool:
     """Whether a padding mask applies to `out`: sequence outputs `(batch, T, k...)`."""
     return mask is not None and out.ndim >= 3
+
+
+def _tokens(out, y, mask):
+    """`out` and `y` with every (example, step) an example of its own: `(batch·T, ...)`."""
+    B, T = mask.shape
+    return out.reshape(B * T, *out.shape[2:]), y.reshape(B * T, *y.shape[2:])
+
+
+def _token_mean(v, mask):
+    """Per-token values `(batch·T,)` as each example's mean over its real tokens, `(batch,)`
+    (0 for an example with none)."""
+    v = jnp.where(mask.reshape(-1), v, 0).reshape(mask.shape)
+    return v.sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1).astype(v.dtype)
 
 
 def _n_per_example(x, skip_last=False):

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -94,3 +95,21 @@ def test_bad_ids_and_arguments():
                         (lambda: Embedding(4, 2, pad_id=4), r"pad_id must be None or a token id in \[0, 3\], got 4")]:
         with pytest.raises(ValueError, match=match):
             make()
+
+
+def test_metrics_skip_the_padding_in_evaluate_and_in_training():
+    net = fnnet.Network((4,), (Embedding(5, 3, pad_id=0), fnnet.Dense(5)))
+    params = net.init(jax.random.key(0))
+    X = jnp.array([[1, 2, 0, 0], [3, 4, 1, 2]])
+    y = jnp.array([[2, 3, 0, 0], [4, 1, 2, 3]])
+    loss = fnnet.losses.softmax_cross_entropy_with_integer_labels
+    out, mask = net.apply(params, X), X != 0
+    nll = -jax.nn.log_softmax(out)[jnp.arange(2)[:, None], jnp.arange(4)[None], y]
+    right = jnp.argmax(out, -1) == y
+    per_example = lambda v: (jnp.where(mask, v, 0).sum(1) / mask.sum(1)).mean()  # noqa: E731
+    for labels in (y, y.at[0, 2:].set(4)):  # what the padded labels hold does not count
+        metrics = fnnet.evaluate(net, params, (X, labels), loss)
+        assert abs(metrics["loss"] - per_example(nll)) <= 1e-6
+        assert abs(metrics["accuracy"] - per_example(right.astype(float))) <= 1e-6
+    _, history = fnnet.fit(net, params, (X, y), loss, optax.sgd(0.0), epochs=1, batch_size=2, key=jax.random.key(1))
+    assert abs(history["loss"][0] - per_example(nll)) <= 1e-6

@@ -248,7 +248,7 @@ def epochs_fn(net, loss, optimizer, grad, names, schedule: Schedule, n_epochs, m
             row = means.mean(axis=0)
             if val is not None:
                 out = net.run(carry.params, carry.state, val[0], None, False)[0]  # evaluation mode
-                row = jnp.concatenate([row, batch_metrics(loss, names, out, val[1])])
+                row = jnp.concatenate([row, batch_metrics(loss, names, out, val[1], net.input_mask(val[0]))])
             return carry, row
 
         def block(state, es):

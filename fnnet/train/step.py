@@ -108,7 +108,7 @@ def update_fn(net, loss, optimizer, grad, names, vector=False) -> Callable:
         _, out, grads, state = value_output_grad(params, state, X, y, key)  # checks when traced
         check_opt_state(opt_state, optimizer, params, "train_step")
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        means = batch_metrics(loss, names, out, y)
+        means = batch_metrics(loss, names, out, y, net.input_mask(X))
         return (optax.apply_updates(params, updates), state, opt_state,
                 means if vector else as_dict(names, means))
 
@@ -127,19 +127,20 @@ def metric_names(where, loss, metrics) -> tuple:
     return names
 
 
-def per_example_metrics(loss, names, out, y):
-    """`(batch, len(names))`: each example's value of each named metric, in the output's dtype."""
+def per_example_metrics(loss, names, out, y, mask=None):
+    """`(batch, len(names))`: each example's value of each named metric, in the output's dtype
+    (with a padding `mask`, over each example's real tokens)."""
     values = {"loss": loss, "accuracy": loss.accuracy}
     if not names:
         return jnp.zeros((out.shape[0], 0), out.dtype)
-    return jnp.stack([values[name](out, y).astype(out.dtype) for name in names], axis=-1)
+    return jnp.stack([values[name](out, y, mask).astype(out.dtype) for name in names], axis=-1)
 
 
-def batch_metrics(loss, names, out, y):
+def batch_metrics(loss, names, out, y, mask=None):
     """`(len(names),)`: the batch means of the named per-example metrics of the output `out`,
     in one reduction over the batch (inside a fused loop, one kernel and one write per step,
     however many metrics)."""
-    return per_example_metrics(loss, names, out, y).mean(axis=0)
+    return per_example_metrics(loss, names, out, y, mask).mean(axis=0)
 
 
 def as_dict(names, means) -> dict:
@@ -152,7 +153,8 @@ def evaluate_metrics(net: Network, loss, params, X, y, names=None, *, state=None
     loss = losses_lib.get(loss)
     names = metric_names("metrics", loss, names)
     net.check(params, X, state=state)
-    return as_dict(names, batch_metrics(loss, names, net.run(params, state, X, None, False)[0], y))
+    return as_dict(names, batch_metrics(loss, names, net.run(params, state, X, None, False)[0], y,
+                                        net.input_mask(X)))
 
 
 def check_optimizer(optimizer):

@@ -345,7 +345,7 @@ def test_layers_are_registered_hashable_static_values():
     layer = SimpleRNN(4, "relu", W_init="he_uniform")
     assert layer.activation is activations.relu and layer.W_init is initializers.he_uniform
     assert repr(layer) == ("SimpleRNN(hidden=4, activation=relu, return_sequences=True, W_init=he_uniform, "
-                           "Wh_init=None, b_init=None)")
+                           "Wh_init=None, b_init=None, checkpoint_every=None)")
     assert base.describe(layer) == "SimpleRNN(4, activation=relu, W_init=he_uniform)"
     assert SimpleRNN(**{k: getattr(layer, k) for k in layer.__dataclass_fields__}) == layer
     assert all(base.uses_mask(cls(2)) and cls.time_axis == 1 for cls in LAYERS)
@@ -375,3 +375,33 @@ def test_bidirectional_backward_equals_vjp_and_reverses_within_each_length(retur
     else:
         ref = torch.cat([h[0], h[1]], dim=-1).numpy()  # each direction's final state
     np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
+# ---------- checkpointing: every k-th state kept, the steps between recomputed ----------
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward_backward(layer, params, inputs, mask, dy):
+    y, cache = layer.forward(params, inputs, mask=mask)
+    return y, cache, layer.backward(params, cache, dy)
+
+
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+def test_checkpointed_backward_equals_the_cached_one_and_caches_less(cls):
+    T = 7
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, T, 2)))
+    mask = jnp.array([[1] * 7, [1, 1, 1, 0, 0, 0, 0], [0] * 7], bool)
+    dy_seq = jnp.asarray(np.random.default_rng(1).standard_normal((3, T, 3)))
+    state0 = (jnp.ones((3, 3)), jnp.ones((3, 3))) if cls is LSTM else jnp.ones((3, 3))
+    # every step's output with an initial state and a mask; the last state of plain inputs
+    for return_sequences, inputs, m, dy in ((True, (x, state0), mask, dy_seq), (False, x, None, dy_seq[:, 0])):
+        plain = cls(3, return_sequences=return_sequences)
+        params, _ = plain.init(jax.random.key(0), (T, 2), jnp.float64)
+        y, _, ref = _forward_backward(plain, params, inputs, m, dy)
+        for k in (3, 10):  # k not dividing T (a padded last segment), k ≥ T
+            layer = cls(3, return_sequences=return_sequences, checkpoint_every=k)
+            y_k, cache_k, grads = _forward_backward(layer, params, inputs, m, dy)
+            assert rel_error(y_k, y) <= 1e-14  # the same steps (rounding may differ by an ulp)
+            assert tree_rel_error(grads, ref) <= 1e-13, (k, return_sequences)
+            assert cache_k.steps is None and cache_k.checkpoints.h.shape == (3, -(-T // k), 3)
+    with pytest.raises(ValueError, match=r"checkpoint_every must be None .* or a positive int k"):
+        cls(3, checkpoint_every=0)

@@ -47,12 +47,14 @@ class _Cache(NamedTuple):
 
     x: the input `(batch, T, n_in)`; mask: `(batch, T)` bool or None; state0: the initial
     `_State` if one was given (else None, and backward returns dx alone); steps: the layer's
-    per-step values, each `(batch, T, ·)`."""
+    per-step values, each `(batch, T, ·)`; or, with `checkpoint_every` = k, steps None and
+    checkpoints: the state at the start of every k steps, `(batch, ⌈T/k⌉, hidden)` each."""
 
     x: jax.Array
     mask: "jax.Array | None"
     state0: "_State | None"
-    steps: NamedTuple
+    steps: "NamedTuple | None"
+    checkpoints: "_State | None" = None
 
 
 class _RNNSteps(NamedTuple):
@@ -129,6 +131,10 @@ class _Recurrent:
             raise ValueError(f"{self!r}: return_sequences must be a bool (True: every step's h, "
                              f"(batch, T, hidden); False: the last state, (batch, hidden)), got "
                              f"{self.return_sequences!r}")
+        k = self.checkpoint_every
+        if k is not None and not is_int(k, 1):
+            raise ValueError(f"{self!r}: checkpoint_every must be None (cache every step) or a positive int k "
+                             f"(keep every k-th state, recompute the steps between in backward), got {k!r}")
         _set(self, **{name: None if getattr(self, name) is None else initializers.get(getattr(self, name))
                       for name in ("W_init", "Wh_init", "b_init")})
 
@@ -189,28 +195,60 @@ class _Recurrent:
         self._check_inputs(params, x, mask, state0)
         dt = params["Wx"].dtype
         batch, T, n_in = x.shape
-        b = params[self._biases[0]]
-        a = (_rows(x.astype(dt)) @ params["Wx"] + b[None, :]).reshape(batch, T, -1)  # every step's x Wx + b
+        a = self._projections(params, x)
         if state0 is None:
             zeros = jnp.zeros((batch, self.hidden), dt)
             state = _State(zeros, zeros if self._has_cell else None)
         else:
             state = jax.tree.map(lambda s: s.astype(dt), state0)
-
-        def step(state, inputs):
-            a_t, m_t = inputs
-            new, steps_t = self._step(params, state, a_t)
-            if m_t is not None:
-                new = _keep(m_t, new, state)
-                y_t = jnp.where(m_t[:, None], new.h, 0)
-            else:
-                y_t = new.h
-            return new, (y_t if self.return_sequences else None, steps_t)
-
+        if self.checkpoint_every:
+            return self._forward_checkpointed(params, x, mask, state0, state, a)
         xs = (_time_major(a), None if mask is None else mask.T)
-        last, (ys, steps) = lax.scan(step, state, xs)
+        last, (ys, steps) = lax.scan(lambda s, i: self._scan_step(params, s, i), state, xs)
         y = _time_major(ys) if self.return_sequences else last.h
         return y, _Cache(x, mask, state0, jax.tree.map(_time_major, steps))
+
+    def _projections(self, params, x):
+        """Every step's x Wx + b at once, `(batch, T, G·hidden)`: one matmul over the batch·T rows."""
+        batch, T, _ = x.shape
+        b = params[self._biases[0]]
+        return (_rows(x.astype(params["Wx"].dtype)) @ params["Wx"] + b[None, :]).reshape(batch, T, -1)
+
+    def _scan_step(self, params, state, inputs, keep_steps=True):
+        """One step of the forward scan: (new state, (y_t or None, the step's values or None))."""
+        a_t, m_t = inputs
+        new, steps_t = self._step(params, state, a_t)
+        if m_t is not None:
+            new = _keep(m_t, new, state)
+            y_t = jnp.where(m_t[:, None], new.h, 0)
+        else:
+            y_t = new.h
+        return new, (y_t if self.return_sequences else None, steps_t if keep_steps else None)
+
+    def _segments(self, x, mask, *arrays):
+        """Time cut into ⌈T/k⌉ segments of k = `checkpoint_every` steps, the last padded with
+        masked steps (which keep the state and pass no gradient): the mask `(n, k, batch)` and
+        each of `arrays` `(batch, T, ·)` as `(n, k, batch, ·)`."""
+        k = self.checkpoint_every
+        batch, T = x.shape[:2]
+        n = -(-T // k)
+        mask = jnp.ones((batch, T), bool) if mask is None else mask
+        cut = lambda v: _time_major(jnp.pad(v, ((0, 0), (0, n * k - T)) + ((0, 0),) * (v.ndim - 2))).reshape(  # noqa: E731
+            n, k, *v.shape[:1], *v.shape[2:])
+        return cut(mask), *(None if v is None else cut(v) for v in arrays)
+
+    def _forward_checkpointed(self, params, x, mask, state0, state, a):
+        """The forward scan as ⌈T/k⌉ segments of k steps, keeping only each segment's first state."""
+        m, a = self._segments(x, mask, a)
+
+        def segment(state, inputs):
+            last, (ys, _) = lax.scan(lambda s, i: self._scan_step(params, s, i, keep_steps=False), state, inputs)
+            return last, (ys, state)
+
+        last, (ys, starts) = lax.scan(segment, state, (a, m))
+        T = x.shape[1]
+        y = _time_major(ys.reshape(-1, *ys.shape[2:])[:T]) if self.return_sequences else last.h
+        return y, _Cache(x, mask, state0, None, jax.tree.map(_time_major, starts))
 
     # ---------- backward ----------
 
@@ -227,27 +265,54 @@ class _Recurrent:
         # Without return_sequences only the last state is an output: its dy starts the carry.
         d_last = _State(zeros, zero_c) if self.return_sequences else _State(dy, zero_c)
 
-        def step(d, inputs):
-            dy_t, m_t, steps_t = inputs
-            if dy_t is not None:  # the output at a masked step is the constant 0
-                d = d._replace(h=d.h + (dy_t if m_t is None else jnp.where(m_t[:, None], dy_t, 0)))
-            dz_t, d_prev = self._step_backward(params, steps_t, d)
-            if m_t is not None:
-                dz_t = jnp.where(m_t[:, None], dz_t, 0)
-                d_prev = _keep(m_t, d_prev, d)
-            return d_prev, dz_t
-
-        xs = (_time_major(dy) if self.return_sequences else None,
-              None if cache.mask is None else cache.mask.T,
-              jax.tree.map(_time_major, cache.steps))
-        d0, dz = lax.scan(step, d_last, xs, reverse=True)
-        dparams, dx = self._param_grads(params, cache, _time_major(dz))
+        if cache.checkpoints is not None:
+            dparams, dx, d0 = self._backward_checkpointed(params, cache, dy, d_last)
+        else:
+            xs = (_time_major(dy) if self.return_sequences else None,
+                  None if cache.mask is None else cache.mask.T,
+                  jax.tree.map(_time_major, cache.steps))
+            d0, dz = lax.scan(lambda d, i: self._scan_step_back(params, d, i), d_last, xs, reverse=True)
+            dparams, dx = self._param_grads(params, cache, _time_major(dz))
         dparams = {name: g.astype(params[name].dtype) for name, g in dparams.items()}
         dx = dx.astype(cache.x.dtype)
         if cache.state0 is None:
             return dparams, dx
         d0 = jax.tree.map(lambda g, s: g.astype(s.dtype), d0, cache.state0)
         return dparams, (dx, (d0.h, d0.c) if self._has_cell else d0.h)
+
+    def _scan_step_back(self, params, d, inputs):
+        """One step of the reversed scan: (the carried gradient for t − 1, dzₜ)."""
+        dy_t, m_t, steps_t = inputs
+        if dy_t is not None:  # the output at a masked step is the constant 0
+            d = d._replace(h=d.h + (dy_t if m_t is None else jnp.where(m_t[:, None], dy_t, 0)))
+        dz_t, d_prev = self._step_backward(params, steps_t, d)
+        if m_t is not None:
+            dz_t = jnp.where(m_t[:, None], dz_t, 0)
+            d_prev = _keep(m_t, d_prev, d)
+        return d_prev, dz_t
+
+    def _backward_checkpointed(self, params, cache, dy, d_last):
+        """Backprop through time segment by segment, last first: recompute the segment's k
+        steps from its kept first state, run them backward, and add their weight gradients;
+        only one segment's steps exist at a time. (dparams, dx, the carried gradient at t = 0)."""
+        x = cache.x
+        a = self._projections(params, x)
+        m, a, dys, xs = self._segments(x, cache.mask, a, dy if self.return_sequences else None, x)
+        starts = jax.tree.map(_time_major, cache.checkpoints)
+        zeros = jax.tree.map(jnp.zeros_like, {n: p for n, p in params.items()})
+
+        def segment(carry, inputs):
+            d, grads = carry
+            a_s, m_s, dy_s, x_s, start = inputs
+            _, (_, steps) = lax.scan(lambda s, i: self._scan_step(params, s, i), start, (a_s, m_s))
+            d, dz = lax.scan(lambda d, i: self._scan_step_back(params, d, i), d, (dy_s, m_s, steps), reverse=True)
+            seg = _Cache(_time_major(x_s), None, None, jax.tree.map(_time_major, steps))
+            dp, dx_s = self._param_grads(params, seg, _time_major(dz))
+            return (d, jax.tree.map(jnp.add, grads, dp)), dx_s
+
+        (d0, dparams), dxs = lax.scan(segment, (d_last, zeros), (a, m, dys, xs, starts), reverse=True)
+        dx = dxs.transpose(1, 0, 2, 3).reshape(x.shape[0], -1, x.shape[2])[:, :x.shape[1]]
+        return dparams, dx, d0
 
     def _param_grads(self, params, cache, dz):
         """dparams and dx from every step's dz `(batch, T, G·hidden)`, one matmul each over the
@@ -269,6 +334,9 @@ class SimpleRNN(_Recurrent):
       return_sequences: True: y is every hₜ, `(batch, T, hidden)`; False: the last, `(batch, hidden)`.
       W_init, Wh_init, b_init: names or `fnnet.initializers.Initializer`s for Wx, Wh and b; None
         (the default) is PyTorch's U(±1/√hidden) for each.
+      checkpoint_every: None caches every step for backward (T steps of values); k keeps only
+        every k-th state and recomputes the k steps between them in backward (⌈T/k⌉ states
+        cached, about one more forward pass of time).
 
     Params `{"Wx": (n_in, hidden), "Wh": (hidden, hidden), "b": (hidden,)}` (PyTorch's b_ih + b_hh).
     Forward, per step, on xₜ `(batch, n_in)`:
@@ -294,6 +362,7 @@ class SimpleRNN(_Recurrent):
     W_init: "initializers.Initializer | None" = None
     Wh_init: "initializers.Initializer | None" = None
     b_init: "initializers.Initializer | None" = None
+    checkpoint_every: "int | None" = None
 
     def __post_init__(self):
         self._check_fields()
@@ -318,6 +387,9 @@ class LSTM(_Recurrent):
       return_sequences: True: y is every hₜ, `(batch, T, hidden)`; False: the last, `(batch, hidden)`.
       W_init, Wh_init, b_init: names or `fnnet.initializers.Initializer`s for Wx, Wh and b; None
         (the default) is PyTorch's U(±1/√hidden) for each.
+      checkpoint_every: None caches every step for backward (T steps of values); k keeps only
+        every k-th state and recomputes the k steps between them in backward (⌈T/k⌉ states
+        cached, about one more forward pass of time).
 
     Params `{"Wx": (n_in, 4·hidden), "Wh": (hidden, 4·hidden), "b": (4·hidden,)}`, each 4·hidden
     axis the blocks [i, f, g, o]; b is PyTorch's b_ih + b_hh. Forward, per step:
@@ -348,6 +420,7 @@ class LSTM(_Recurrent):
     W_init: "initializers.Initializer | None" = None
     Wh_init: "initializers.Initializer | None" = None
     b_init: "initializers.Initializer | None" = None
+    checkpoint_every: "int | None" = None
 
     _gates = 4
     _has_cell = True
@@ -385,6 +458,9 @@ class GRU(_Recurrent):
       return_sequences: True: y is every hₜ, `(batch, T, hidden)`; False: the last, `(batch, hidden)`.
       W_init, Wh_init, b_init: names or `fnnet.initializers.Initializer`s for Wx, Wh and both
         biases; None (the default) is PyTorch's U(±1/√hidden) for each.
+      checkpoint_every: None caches every step for backward (T steps of values); k keeps only
+        every k-th state and recomputes the k steps between them in backward (⌈T/k⌉ states
+        cached, about one more forward pass of time).
 
     Params `{"Wx": (n_in, 3·hidden), "Wh": (hidden, 3·hidden), "bx": (3·hidden,), "bh": (3·hidden,)}`,
     each 3·hidden axis the blocks [r, z, n]; bx and bh are PyTorch's b_ih and b_hh (they differ
@@ -415,6 +491,7 @@ class GRU(_Recurrent):
     W_init: "initializers.Initializer | None" = None
     Wh_init: "initializers.Initializer | None" = None
     b_init: "initializers.Initializer | None" = None
+    checkpoint_every: "int | None" = None
 
     _gates = 3
     _biases = ("bx", "bh")

@@ -221,3 +221,17 @@ def test_bad_attention_arguments():
     ]:
         with pytest.raises(error, match=match):
             make()
+
+
+def test_low_precision_attention_takes_its_softmax_in_float32():
+    layer = MultiHeadAttention(2, causal=True)
+    params, _ = layer.init(jax.random.key(0), (6, 8), jnp.float32)
+    x = _random(0, (2, 6, 8), jnp.float32)
+    y32, _ = layer.forward(params, x)
+    low = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    y, cache = layer.forward(low, x.astype(jnp.bfloat16))
+    P = cache[4]
+    assert y.dtype == jnp.bfloat16 and P.dtype == jnp.float32  # the weights in float32
+    assert rel_error(y.astype(jnp.float32), y32) <= 3e-2
+    grads, dx = layer.backward(low, cache, jnp.ones_like(y))
+    assert dx.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in jax.tree.leaves(grads))

@@ -23,6 +23,13 @@ def _affine(x, W, b):
     return x @ W + b[None, None, :]
 
 
+def check_sequences(layer, in_shape):
+    """Raise a ValueError naming `layer` unless one example is a sequence `(T, d)`."""
+    if len(in_shape) != 2:
+        raise ValueError(f"{layer!r} expects sequences of shape (T, d) per example, got {tuple(in_shape)}; "
+                         f"give the data as (batch, T, d)")
+
+
 def _softmax(S, allowed):
     """Softmax over the last axis where `allowed` (None: everywhere); a row with nothing
     allowed (a fully padded sequence) gives zeros, not NaN."""
@@ -93,9 +100,7 @@ class MultiHeadAttention:
         return self.dropout > 0
 
     def init(self, key, in_shape, dtype=jnp.float32):
-        if len(in_shape) != 2:
-            raise ValueError(f"{self!r} expects sequences of shape (T, d) per example, got {tuple(in_shape)}; "
-                             f"give the data as (batch, T, d)")
+        check_sequences(self, in_shape)
         d = in_shape[-1]
         if d % self.n_heads:
             raise ValueError(f"{self!r}: the model width d = {d} does not split into {self.n_heads} heads; "

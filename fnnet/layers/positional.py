@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet._checks import is_int
+from fnnet.layers.attention import check_sequences
 from fnnet.layers.base import register
 
 
@@ -39,8 +40,7 @@ class PositionalEmbedding:
             raise ValueError(f"PositionalEmbedding: max_len must be a positive int, got {self.max_len!r}")
 
     def init(self, key, in_shape, dtype=jnp.float32):
-        if len(in_shape) != 2:
-            raise ValueError(f"{self!r} expects sequences of shape (T, d) per example, got {tuple(in_shape)}")
+        check_sequences(self, in_shape)
         if in_shape[0] > self.max_len:
             raise ValueError(f"{self!r}: sequences of length {in_shape[0]} are longer than max_len = "
                              f"{self.max_len}; raise max_len")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 
 from fnnet._checks import is_int
-from fnnet.layers.attention import MultiHeadAttention
+from fnnet.layers.attention import MultiHeadAttention, check_sequences
 from fnnet.layers.base import register
 from fnnet.layers.combinators import Residual, Sequential
 from fnnet.layers.dense import Dense
@@ -68,9 +68,7 @@ class TransformerBlock:
         return self.dropout > 0
 
     def init(self, key, in_shape, dtype=jnp.float32):
-        if len(in_shape) != 2:
-            raise ValueError(f"{self!r} expects sequences of shape (T, d) per example, got {tuple(in_shape)}; "
-                             f"give the data as (batch, T, d)")
+        check_sequences(self, in_shape)
         return self.expand(tuple(in_shape)).init(key, in_shape, dtype)
 
     def init_state(self, in_shape, dtype=jnp.float32):

@@ -26,14 +26,15 @@ def _mask(seed, batch, T):
     return jnp.asarray(np.arange(T)[None, :] < lengths[:, None])
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(batch=st.integers(1, 3), T=st.integers(1, 5), heads=st.integers(1, 3), dk=st.integers(1, 3),
        causal=st.booleans(), masked=st.booleans(), recompute=st.booleans(), dropout=st.sampled_from([0.0, 0.3]),
        seed=st.integers(0, 2**16))
 def test_attention_backward_equals_vjp(batch, T, heads, dk, causal, masked, recompute, dropout, seed):
     layer = MultiHeadAttention(heads, causal=causal, dropout=dropout, recompute=recompute)
     mask = _mask(seed, batch, T) if masked else None
-    report = fnnet.check_layer(layer, (T, heads * dk), batch=batch, mask=mask, key=jax.random.key(seed))
+    # finite differences: in the network test below and in benchmarks.layer_errors (a smaller program here)
+    report = fnnet.check_layer(layer, (T, heads * dk), batch=batch, mask=mask, key=jax.random.key(seed), fd=False)
     assert report.ok, str(report)
 
 
@@ -194,15 +195,14 @@ def test_transformer_block_is_its_composition_and_equals_pytorch():
 
 def test_a_transformer_network_equals_jax_grad_and_every_layer_inside_its_blocks_is_checked():
     net = fnnet.Network((6,), (fnnet.Embedding(7, 8, pad_id=0), PositionalEmbedding(6),
-                               TransformerBlock(2, mlp_ratio=2, causal=True), TransformerBlock(2, mlp_ratio=2),
-                               fnnet.Dense(7)))
+                               TransformerBlock(2, mlp_ratio=2, causal=True), fnnet.Dense(7)))
     params = net.init(jax.random.key(0), jnp.float64)
     X = jnp.array([[3, 1, 4, 1, 5, 0], [2, 6, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
     y = jnp.roll(X, -1, axis=1)
-    report = fnnet.check_grads(net, params, X, y, "softmax_cross_entropy_with_integer_labels")
+    report = fnnet.check_grads(net, params, X, y, "softmax_cross_entropy_with_integer_labels", directions=2)
     assert report.ok, str(report)
     paths = [r.path for r in report.layers.results]
-    assert "[2][0]['block'][1]" in paths and "[3][1]['block'][2]" in paths  # inside the blocks: attention, MLP
+    assert "[2][0]['block'][1]" in paths and "[2][1]['block'][2]" in paths  # inside the block: attention, MLP
     assert report.layers.ok
 
 

@@ -136,6 +136,114 @@ def test_benchmark_smoke_run_writes_a_complete_table_and_json_for_the_cnn_sectio
     assert "Conv2D(impl='auto') picks: W5.conv0 im2col, W5.conv1 conv" in run.stdout
 
 
+@pytest.mark.heavy
+def test_benchmark_smoke_run_writes_a_complete_table_and_json_for_the_sequence_sections(tmp_path):
+    from benchmarks import workloads
+
+    report, run = _smoke(tmp_path, "peak,sequences,memory")
+    sequences = report["sequences"]
+    assert list(sequences["workloads"]) == ["W7", "W8"]
+    for name, workload in sequences["workloads"].items():
+        w = {"W7": workloads.W7, "W8": workloads.W8}[name].sized(smoke=True)
+        assert (workload["T"], workload["batch"]) == (w.T, w.batch) and f"{name} {w.title}" in run.stdout
+        rows = workload["rows"]
+        assert list(rows) == ["raw JAX", "fnnet backprop", "fnnet autodiff", "fnnet fit backprop"
+                              ] + ["torch"] * HAS_TORCH, name
+        for impl, row in rows.items():
+            assert 0 < row["q25"] <= row["median"] <= row["q75"], (name, impl)
+            assert row["ratio_to_raw_jax"] > 0 and row["paired_ratio_to_raw_jax"] > 0, (name, impl)
+        assert rows["raw JAX"]["paired_ratio_to_raw_jax"] == 1.0
+        assert all(rows[i]["compile_s"] > 0 for i in ("raw JAX", "fnnet backprop", "fnnet autodiff",
+                                                       "fnnet fit backprop"))
+        ratios = workload["ratios"]
+        assert all(ratios[k] > 0 for k in ("backprop_over_autodiff", "fnnet_over_raw_jax", "fit_over_raw_jax"))
+        assert (ratios["fnnet_over_torch"] is not None) == (ratios["raw_jax_over_torch"] is not None) == HAS_TORCH
+        if HAS_TORCH:
+            assert ratios["fnnet_over_torch"] > 0 and ratios["raw_jax_over_torch"] > 0
+            _check_torch_row(rows["torch"], "torch", run.stdout)
+    assert "fnnet backprop / fnnet autodiff (target ≤ 1.05)" in run.stdout
+    assert "fnnet backprop / raw JAX (target ≤ 1.05)" in run.stdout
+    assert ("fnnet backprop / torch" in run.stdout) == HAS_TORCH
+    assert sequences["notes"] == ([] if HAS_TORCH else ["torch: not installed, skipped"])
+
+    memory = report["memory"]
+    Ts = list(workloads.MEMORY_T_SMOKE)
+    assert memory["T"] == Ts
+    layers = memory["layers"]
+    assert list(layers) == [case.name for case in workloads.MEMORY_CASES]
+    for name, layer in layers.items():
+        assert list(layer["T"]) == [str(T) for T in Ts] and name in run.stdout
+        for T, row in layer["T"].items():
+            assert row["cache_bytes"] > 0 and row["step"]["temp"] > 0, (name, T)
+            assert all(row[part][k] > 0 for part in ("step", "backward") for k in ("argument", "output", "total"))
+            if name.startswith("MHA"):  # the timed cases
+                assert 0 < row["time"]["q25"] <= row["time"]["median"] <= row["time"]["q75"], (name, T)
+    cache = {name: [layer["T"][str(T)]["cache_bytes"] for T in Ts] for name, layer in layers.items()}
+    growth = Ts[-1] / Ts[0]
+    assert cache["LSTM(128)"][-1] == pytest.approx(growth * cache["LSTM(128)"][0], rel=0.05)  # T states
+    assert cache["MHA(4)"][-1] > 1.25 * growth * cache["MHA(4)"][0]  # T×T weights per head: superlinear
+    assert cache["MHA(4, recompute)"][-1] == pytest.approx(growth * cache["MHA(4, recompute)"][0], rel=0.05)
+    assert cache["MHA(4, recompute)"][-1] < cache["MHA(4)"][-1]
+    assert cache["TransformerBlock(4)"][-1] > growth * cache["TransformerBlock(4)"][0]
+    recompute = layers["MHA(4, recompute)"]
+    assert recompute["baseline"] == "MHA(4)"
+    for T, row in recompute["T"].items():
+        assert set(row["ratios_to_baseline"]) == {"cache", "step_temp", "backward_total", "time"}
+        assert all(v > 0 for v in row["ratios_to_baseline"].values())
+    assert "vs MHA(4):" in run.stdout and "cache growth from T" in run.stdout
+
+
+def test_sequence_gate_compares_updates_and_can_fail():
+    """The sequence models' gate compares what 3 steps changed: raw JAX against itself passes,
+    its updates ×1.01 do not, nor one leaf (the LSTM's Wh, the attention's Wq) left as it was."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import baselines, run, workloads
+
+    for w in (w.sized(smoke=True) for w in workloads.SEQUENCE_WORKLOADS):
+        params = w.net().init(jax.random.key(0))
+        X, y = w.data(jax.random.key(1))
+        raw = baselines.raw_sequence_step(w)
+        p = jax.tree.map(jnp.copy, params)
+        for _ in range(3):
+            p, _ = raw(p, X, y)
+        run._assert_close("ok", w, p, p, w.tol, initial=params, what=run.SEQUENCE_GATE)
+        scaled = jax.tree.map(lambda a, a0: a0 + 1.01 * (a - a0), p, params)
+        with pytest.raises(AssertionError, match=rf"bad on {w.name} computes different updates of the parameters"):
+            run._assert_close("bad", w, scaled, p, w.tol, initial=params, what=run.SEQUENCE_GATE)
+        if w.kind == "lstm":
+            stale = [dict(p[0], Wh=params[0]["Wh"]), p[1]]
+        else:
+            (attention, mlp), head = p
+            ln, mha = attention["block"]
+            stale = [[dict(attention, block=[ln, dict(mha, Wq=params[0][0]["block"][1]["Wq"])]), mlp], head]
+        with pytest.raises(AssertionError, match=rf"bad on {w.name} computes different updates"):
+            run._assert_close("bad", w, stale, p, w.tol, initial=params, what=run.SEQUENCE_GATE)
+
+
+def test_torch_sequence_baselines_read_back_fnnet_layout():
+    """torch's LSTM and TransformerEncoderLayer come back (through fnnet.from_torch) in fnnet's
+    tree, equal before a step and within the gate after 3."""
+    pytest.importorskip("torch")
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import baselines, run, workloads
+
+    for w in (w.sized(smoke=True) for w in workloads.SEQUENCE_WORKLOADS):
+        params = w.net().init(jax.random.key(0))
+        X, y = w.data(jax.random.key(1))
+        step, current_params = baselines.torch_sequence_step(w, params, X, y)
+        assert jax.tree.structure(current_params()) == jax.tree.structure(params)
+        assert workloads.max_rel_error(current_params(), params) == 0.0
+        raw, p = baselines.raw_sequence_step(w), jax.tree.map(jnp.copy, params)
+        for _ in range(3):
+            step(1)
+            p, _ = raw(p, X, y)
+        run._assert_close("torch", w, current_params(), p, w.tol, initial=params, what=run.SEQUENCE_GATE)
+
+
 def test_benchmark_refuses_to_time_a_wrong_computation():
     """The correctness gate: an implementation that lands elsewhere than raw JAX is an error."""
     import jax

@@ -51,20 +51,21 @@ def test_its_gradient_is_jax_grad_of_the_plain_forward_inside_a_users_loss():
     assert tree_rel_error(wrong["net"][0], plain["net"][0]) > 0.1 and tree_rel_error(wrong["A"], plain["A"]) > 0.1
 
 
-def test_an_optax_loop_trains_a_sequence_model_on_integer_tokens():
-    net = fnnet.Network((5,), (fnnet.Embedding(6, 8), fnnet.LSTM(8), Dense(6)))
+def test_an_optax_loop_trains_a_token_model_and_the_ids_get_no_gradient():
+    net = fnnet.Network((5,), (fnnet.Embedding(6, 8), Dense(8, "tanh"), Dense(6)))
     f = fnnet.as_jax_function(net)
     params = net.init(jax.random.key(0))
     X = jax.random.randint(jax.random.key(1), (16, 5), 0, 6)
-    y = jnp.roll(X, 1, axis=1)  # predict the previous token: learnable by an LSTM
+    y = (X + 1) % 6  # each token's successor
 
     def loss(p):
         return optax.softmax_cross_entropy_with_integer_labels(f(p, X), y).mean()
 
     assert tree_rel_error(jax.grad(loss)(params),
                           jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
-                              net.apply(p, X), y).mean())(params)) <= 1e-4  # float32
-    opt = optax.adam(0.03)
+                              net.apply(p, X), y).mean())(params)) <= 1e-5  # float32
+    assert jax.grad(lambda p, X: f(p, X).sum(), allow_int=True)(params, X) is not None
+    opt = optax.adam(0.05)
     state = opt.init(params)
 
     @jax.jit
@@ -74,10 +75,10 @@ def test_an_optax_loop_trains_a_sequence_model_on_integer_tokens():
         return optax.apply_updates(p, updates), s, value
 
     first = None
-    for _ in range(150):
+    for _ in range(60):
         params, state, value = step(params, state)
         first = value if first is None else first
-    assert value < 0.5 * first
+    assert value < 0.2 * first
 
 
 def test_stateful_networks_take_and_return_state_and_a_key():

@@ -390,3 +390,148 @@ def _torch_sgd_step(model, optimizer, loss_fn, Xt, yt):
         return loss.item()
 
     return step
+
+
+# ---------- sequences: raw JAX (lax.scan, einsums + jax.grad) and PyTorch eager ----------
+
+def raw_lstm_forward(params, X):
+    """LSTM over X `(batch, T, n_in)` by PyTorch's equations (gates i, f, g, o), then the head on
+    the last h: logits `(batch, 10)`. params `[{"Wx", "Wh", "b"}, {"W", "b"}]` as fnnet's."""
+    lstm, head = params
+    hidden = lstm["Wh"].shape[0]
+    batch = X.shape[0]
+
+    def cell(carry, x_t):
+        h, c = carry
+        z = x_t @ lstm["Wx"] + h @ lstm["Wh"] + lstm["b"][None, :]
+        i, f, g, o = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return (jax.nn.sigmoid(o) * jnp.tanh(c), c), None
+
+    zeros = jnp.zeros((batch, hidden), X.dtype)
+    (h, _), _ = lax.scan(cell, (zeros, zeros), X.swapaxes(0, 1))
+    return h @ head["W"] + head["b"][None, :]
+
+
+def _layer_norm(p, x, eps=_BN_EPS):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = jnp.square(x - mean).mean(axis=-1, keepdims=True)
+    return (x - mean) * lax.rsqrt(var + eps) * p["gamma"][None, None, :] + p["beta"][None, None, :]
+
+
+def raw_transformer_forward(n_heads):
+    """`forward(params, X) -> logits (batch, T, 10)`: the pre-norm block x + MHA(LN(x)),
+    x + MLP(LN(x)) (tanh-GELU) in explicit einsums, then the per-token head; params as fnnet's
+    `[[{"block": [ln, mha], ...}, {"block": [ln, dense, dense], ...}], head]`."""
+
+    def forward(params, X):
+        (attention, mlp), head = params
+        ln1, a = attention["block"]
+        B, T, d = X.shape
+        dk = d // n_heads
+        u = _layer_norm(ln1, X)
+        q, k, v = (jnp.einsum("btd,de->bte", u, a[f"W{n}"]).reshape(B, T, n_heads, dk) + a[f"b{n}"].reshape(
+            1, 1, n_heads, dk) for n in "qkv")
+        P = jax.nn.softmax(jnp.einsum("bihc,bjhc->bhij", q, k) / jnp.sqrt(jnp.float32(dk)), axis=-1)
+        O = jnp.einsum("bhij,bjhc->bihc", P, v).reshape(B, T, d)
+        X = X + jnp.einsum("btd,de->bte", O, a["Wo"]) + a["bo"][None, None, :]
+        ln2, up, down = mlp["block"]
+        hid = jax.nn.gelu(jnp.einsum("btd,df->btf", _layer_norm(ln2, X), up["W"]) + up["b"][None, None, :],
+                          approximate=True)
+        X = X + jnp.einsum("btf,fd->btd", hid, down["W"]) + down["b"][None, None, :]
+        return jnp.einsum("btd,dk->btk", X, head["W"]) + head["b"][None, None, :]
+
+    return forward
+
+
+def raw_sequence_step(workload):
+    """`step(params, X, y) -> (params, loss)`: jit(value_and_grad) of the mean cross-entropy (over
+    the batch, and every token for the transformer) and SGD, params donated."""
+    forward = raw_lstm_forward if workload.kind == "lstm" else raw_transformer_forward(workload.n_heads)
+    lr = workload.lr
+
+    def loss(params, X, y):
+        return optax.softmax_cross_entropy_with_integer_labels(forward(params, X), y).mean()
+
+    def step(params, X, y):
+        value, grads = jax.value_and_grad(loss)(params, X, y)
+        return jax.tree.map(lambda p, g: p - lr * g, params, grads), value
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def torch_sequence_step(workload, params, X, y):
+    """The sequence model in torch with optim.SGD, from `params` and on the same batch: `(step,
+    current_params)` as `torch_step`, or None without torch. W7: `nn.LSTM(batch_first=True)` and
+    a Linear on the last h; W8: `nn.TransformerEncoderLayer(norm_first=True, batch_first=True,
+    dropout=0, tanh-GELU, eps 1e-5)` and a per-token Linear. `current_params()` reads the
+    model back with `fnnet.from_torch`, in fnnet's tree."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import fnnet
+
+    t = lambda a: torch.from_numpy(np.array(a))
+    torch.manual_seed(0)
+    if workload.kind == "lstm":
+        lstm_p, head_p = params
+        n_in, hidden = np.shape(lstm_p["Wx"])[0], np.shape(lstm_p["Wh"])[0]
+        body = torch.nn.LSTM(n_in, hidden, batch_first=True)
+        with torch.no_grad():
+            body.weight_ih_l0.copy_(t(lstm_p["Wx"]).T)
+            body.weight_hh_l0.copy_(t(lstm_p["Wh"]).T)
+            body.bias_ih_l0.copy_(t(lstm_p["b"]))
+            body.bias_hh_l0.zero_()
+        # fnnet's b is b_ih + b_hh: with both trained, SGD would move their sum by twice the step
+        body.bias_hh_l0.requires_grad_(False)
+    else:
+        (attention_p, mlp_p), head_p = params
+        (ln1, mha), (ln2, up, down) = attention_p["block"], mlp_p["block"]
+        d = np.shape(mha["Wq"])[0]
+        body = torch.nn.TransformerEncoderLayer(
+            d, workload.n_heads, dim_feedforward=np.shape(up["W"])[1], dropout=0.0,
+            activation=lambda a: torch.nn.functional.gelu(a, approximate="tanh"), layer_norm_eps=_BN_EPS,
+            batch_first=True, norm_first=True)
+        with torch.no_grad():
+            body.self_attn.in_proj_weight.copy_(torch.cat([t(mha[f"W{n}"]).T for n in "qkv"]))
+            body.self_attn.in_proj_bias.copy_(torch.cat([t(mha[f"b{n}"]) for n in "qkv"]))
+            body.self_attn.out_proj.weight.copy_(t(mha["Wo"]).T)
+            body.self_attn.out_proj.bias.copy_(t(mha["bo"]))
+            for norm, p in ((body.norm1, ln1), (body.norm2, ln2)):
+                norm.weight.copy_(t(p["gamma"]))
+                norm.bias.copy_(t(p["beta"]))
+            for linear, p in ((body.linear1, up), (body.linear2, down)):
+                linear.weight.copy_(t(p["W"]).T)
+                linear.bias.copy_(t(p["b"]))
+    head = torch.nn.Linear(*np.shape(head_p["W"]))
+    with torch.no_grad():
+        head.weight.copy_(t(head_p["W"]).T)
+        head.bias.copy_(t(head_p["b"]))
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = body, head
+
+        def forward(self, x):
+            if workload.kind == "lstm":
+                return self.head(self.body(x)[1][0][0])  # h_n of the one layer: (batch, hidden)
+            return self.head(self.body(x))
+
+    model = Model().train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=workload.lr)
+    cross_entropy = torch.nn.CrossEntropyLoss()
+    loss_fn = lambda out, labels: cross_entropy(out.reshape(-1, out.shape[-1]), labels.reshape(-1))
+    step = _torch_sgd_step(model, optimizer, loss_fn, t(X), t(y).long())
+
+    def current_params():
+        as_np = lambda tree: jax.tree.map(np.asarray, tree)
+        if workload.kind == "lstm":
+            return as_np([fnnet.from_torch(body), fnnet.from_torch(head)])
+        attention = {"block": [fnnet.from_torch(body.norm1), fnnet.from_torch(body.self_attn)], "shortcut": {}}
+        mlp = {"block": [fnnet.from_torch(body.norm2), fnnet.from_torch(body.linear1),
+                         fnnet.from_torch(body.linear2)], "shortcut": {}}
+        return as_np([[attention, mlp], fnnet.from_torch(head)])
+
+    return step, current_params

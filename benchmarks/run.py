@@ -3,8 +3,9 @@
     python -m benchmarks.run [--quick] [--json benchmarks/results.json] [--sections xor,steps]
 
 Sections: the matmul peak; the MLP steps W1–W4; the CNN steps W5–W6 (with a conv peak); one
-conv layer in each formulation (benchmarks/conv_formulations.py); XOR end to end; per-example
-gradients; data-parallel scaling.
+conv layer in each formulation (benchmarks/conv_formulations.py); the sequence models W7 (LSTM)
+and W8 (Transformer block); the memory of each sequence layer's training step at T = 64, 256,
+1024 (benchmarks/memory.py); XOR end to end; per-example gradients; data-parallel scaling.
 
 PyTorch rows need the `bench` extra (`pip install -e .[bench]`) and are skipped without it.
 
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks import baselines, conv_formulations, timing, workloads
+from benchmarks import baselines, conv_formulations, memory, timing, workloads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -360,6 +361,211 @@ def cnn(args, peak_gflops=None):
     return {"conv_peak": peak_conv, "workloads": result, "notes": notes[:1]}, "\n".join(lines)
 
 
+def sequences(args):
+    """Steady-state time per SGD step of raw JAX, fnnet (both gradient modes, and inside fit)
+    and torch on the LSTM W7 and the Transformer block W8, interleaved."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import fnnet
+
+    result, notes = {}, []
+    for w in (w.sized(args.smoke) for w in workloads.SEQUENCE_WORKLOADS):
+        net, optimizer = w.net(), optax.sgd(w.lr)
+        params = net.init(jax.random.key(0))
+        X, y = w.data(jax.random.key(1))
+        copy = lambda tree: jax.tree.map(jnp.copy, tree)
+        raw = baselines.raw_sequence_step(w)
+        fnnet_steps = {g: fnnet.train_step(net, w.loss, optimizer, grad=g, metrics=("loss",))
+                       for g in fnnet.train.GRAD_MODES}
+
+        # Correctness first: 3 steps of each change the params as raw JAX's do (the updates, as
+        # for the CNNs: 3 steps move a weight by a small part of its size); the first call's
+        # time, less a step's, is compiling.
+        first = {}
+        reference = copy(params)
+        for _ in range(3):
+            start = time.perf_counter()
+            reference, value = raw(reference, X, y)
+            _block(value)
+            first.setdefault("raw JAX", time.perf_counter() - start)
+        for g, step in fnnet_steps.items():
+            p, o = copy(params), optimizer.init(params)
+            for _ in range(3):
+                start = time.perf_counter()
+                p, o, m = step(p, o, X, y)
+                _block(m)
+                first.setdefault(f"fnnet {g}", time.perf_counter() - start)
+            _assert_close(f"fnnet {g}", w, p, reference, w.tol, initial=params, what=SEQUENCE_GATE)
+        n_fit = 4  # fit: 4 minibatches of the batch per epoch, inside fit's compiled scan
+        Xf, yf = jnp.tile(X, (n_fit, 1, 1)), jnp.tile(y, (n_fit,) + (1,) * (y.ndim - 1))
+        fit_kw = dict(epochs=1, batch_size=w.batch, key=jax.random.key(2))
+        full_batch = fnnet.fit(net, params, (X, y), w.loss, optimizer, epochs=3)[0]  # the same 3 steps
+        _assert_close("fnnet fit backprop", w, full_batch, reference, w.tol, initial=params, what=SEQUENCE_GATE)
+        torch_sgd = baselines.torch_sequence_step(w, params, X, y)
+        if torch_sgd is not None:
+            torch_run, torch_params = torch_sgd
+            for _ in range(3):
+                torch_run(1)
+            _assert_close("torch", w, torch_params(), reference, w.tol, initial=params, what=SEQUENCE_GATE)
+
+        current = {"raw JAX": copy(params), **{f"fnnet {g}": (copy(params), optimizer.init(params))
+                                                for g in fnnet_steps}}
+
+        def run_raw():
+            current["raw JAX"], value = raw(current["raw JAX"], X, y)
+            _block(value)
+
+        def fnnet_runner(g):
+            def run():
+                p, o, m = fnnet_steps[g](*current[f"fnnet {g}"], X, y)
+                current[f"fnnet {g}"] = (p, o)
+                _block(m["loss"])
+            return run
+
+        def run_fit():  # per step: one epoch of n_fit steps, divided below
+            _block(fnnet.fit(net, params, (Xf, yf), w.loss, optimizer, **fit_kw)[0])
+
+        start = time.perf_counter()
+        run_fit()
+        first["fnnet fit backprop"] = time.perf_counter() - start
+        runs = {"raw JAX": run_raw, **{f"fnnet {g}": fnnet_runner(g) for g in fnnet_steps},
+                "fnnet fit backprop": run_fit}
+        samples, compile_s, choice = _interleaved(args, runs, torch_sgd, notes, first)
+        samples["fnnet fit backprop"] = [t / n_fit for t in samples["fnnet fit backprop"]]
+        rows = {}
+        for name, sample in samples.items():
+            t = timing.summary(sample)
+            rows[name] = t | {"ratio_to_raw_jax": t["median"] / timing.summary(samples["raw JAX"])["median"],
+                              "paired_ratio_to_raw_jax": timing.paired_ratio(sample, samples["raw JAX"]),
+                              "compile_s": compile_s.get(name)}
+        if torch_sgd is not None:
+            rows["torch"] |= choice
+        backprop = samples["fnnet backprop"]
+        ratios = {"backprop_over_autodiff": timing.paired_ratio(backprop, samples["fnnet autodiff"]),
+                  "fnnet_over_raw_jax": timing.paired_ratio(backprop, samples["raw JAX"]),
+                  "fit_over_raw_jax": timing.paired_ratio(samples["fnnet fit backprop"], samples["raw JAX"]),
+                  "fnnet_over_torch": None, "raw_jax_over_torch": None}
+        if "torch" in samples:
+            ratios["fnnet_over_torch"] = timing.paired_ratio(backprop, samples["torch"])
+            ratios["raw_jax_over_torch"] = timing.paired_ratio(samples["raw JAX"], samples["torch"])
+        result[w.name] = {"title": w.title, "shape": w.describe(), "T": w.T, "batch": w.batch, "rows": rows,
+                          "ratios": ratios}
+
+    lines = [f"sequence models, time per SGD step after compilation, float32, medians of {args.repeats} "
+             f"interleaved rounds; × raw JAX paired (median over rounds of the ratio within a round)",
+             f"{'workload':<44}{'implementation':<20}{'µs/step':>10}{'q25–q75':>18}{'× raw JAX':>11}"
+             f"{'compile s':>11}"]
+    for name, r in result.items():
+        titles = [f"{name} {r['title']}", f"   {r['shape']}"]
+        for impl, row in r["rows"].items():
+            spread = f"{_us(row['q25'])}–{_us(row['q75'])}"
+            compiled = "" if row["compile_s"] is None else f"{row['compile_s']:.2f}"
+            label = f"torch, {row['threads']} thr." if impl == "torch" else impl
+            title = titles.pop(0) if titles else ""
+            lines.append(f"{title:<44}{label:<20}{_us(row['median']):>10}{spread:>18}"
+                         f"{row['paired_ratio_to_raw_jax']:>11.2f}{compiled:>11}")
+    for key, label, target in (("backprop_over_autodiff", "fnnet backprop / fnnet autodiff (target ≤ 1.05)", 1.05),
+                               ("fnnet_over_raw_jax", "fnnet backprop / raw JAX (target ≤ 1.05)", 1.05),
+                               ("fit_over_raw_jax", "fnnet fit backprop / raw JAX", None),
+                               ("fnnet_over_torch", "fnnet backprop / torch", None),
+                               ("raw_jax_over_torch", "raw JAX / torch", None)):
+        values = {n: r["ratios"][key] for n, r in result.items() if r["ratios"][key] is not None}
+        if values:
+            lines.append(f"{label}: " + ", ".join(
+                f"{n} {v:.2f}" + ("" if target is None else f" ({'met' if v <= target else 'not met'})")
+                for n, v in values.items()))
+    torch_rows = {n: r["rows"]["torch"] for n, r in result.items() if "torch" in r["rows"]}
+    if torch_rows:
+        lines.append(_torch_threads_line(torch_rows))
+    lines += notes[:1]
+    return {"workloads": result, "notes": notes[:1]}, "\n".join(lines)
+
+
+SEQUENCE_GATE = "updates of the parameters than raw JAX in 3 steps"
+
+
+def memory_section(args):
+    """Per sequence layer alone (`workloads.MEMORY_CASES`) at each T: the bytes of its cache and
+    XLA's compiled memory of its training step (forward + hand-written backward in one jit) and
+    of its backward alone; for the timed cases (attention with and without `recompute`), the
+    step's time, paired with its baseline case's."""
+    import jax
+
+    cases = {case.name: case for case in workloads.MEMORY_CASES}
+    Ts = workloads.MEMORY_T_SMOKE if args.smoke else workloads.MEMORY_T
+    result = {}
+    for name, case in cases.items():
+        result[name] = {"T": {}}
+        for T in Ts:
+            result[name]["T"][str(T)] = memory.measure(case, T, args.smoke)
+            result[name] |= {"batch": result[name]["T"][str(T)]["batch"],
+                             "width": result[name]["T"][str(T)]["width"]}
+    # times: every timed case at each T, in interleaved rounds with the others at that T
+    timed = [name for name, case in cases.items() if case.timed]
+    for T in Ts:
+        runs = {}
+        for name in timed:
+            step = jax.jit(memory.training_step(cases[name].layer))
+            args_T = memory.inputs(cases[name], T, args.smoke)
+            _block(step(*args_T))
+            runs[name] = functools.partial(lambda step, a: _block(step(*a)), step, args_T)
+        if not runs:
+            continue
+        number = {n: timing.calls_per_timing(r, args.target) for n, r in runs.items()}
+        samples = timing.interleaved_samples(runs, args.repeats, number, args.settle)
+        for name, sample in samples.items():
+            row = result[name]["T"][str(T)]
+            row["time"] = timing.summary(sample)
+            base = cases[name].baseline
+            if base in samples:
+                row["paired_time_ratio_to_baseline"] = timing.paired_ratio(sample, samples[base])
+    for name, case in cases.items():
+        result[name]["baseline"] = case.baseline
+        if case.baseline is None:
+            continue
+        for T, row in result[name]["T"].items():
+            base = result[case.baseline]["T"][T]
+            row["ratios_to_baseline"] = {
+                "cache": row["cache_bytes"] / base["cache_bytes"],
+                "step_temp": row["step"]["temp"] / base["step"]["temp"],
+                "backward_total": row["backward"]["total"] / base["backward"]["total"]}
+            if "paired_time_ratio_to_baseline" in row:
+                row["ratios_to_baseline"]["time"] = row.pop("paired_time_ratio_to_baseline")
+
+    mib = lambda b: f"{b / memory.MIB:.2f}" if b < 10 * memory.MIB else f"{b / memory.MIB:.0f}"
+    lines = ["memory of one layer's training step (forward + hand-written backward, float32), from XLA's "
+             "compiled memory_analysis(); cache: the bytes forward hands to backward; step: fused in one jit, "
+             "as a training step compiles it; backward: compiled alone, the cache an argument "
+             "(total = arguments + outputs + temporaries)",
+             f"{'layer':<30}{'T':>6}{'cache MiB':>11}{'step temp MiB':>15}{'bwd total MiB':>15}{'step ms':>10}"
+             f"{'q25–q75':>17}   ratio to baseline (cache, step temp, bwd total, time)"]
+    for name, r in result.items():
+        labels = [name, f"   batch {r['batch']}, width {r['width']}"]
+        for T, row in r["T"].items():
+            t = row.get("time")
+            ms = f"{t['median'] * 1e3:.2f}" if t else ""
+            spread = f"{t['q25'] * 1e3:.2f}–{t['q75'] * 1e3:.2f}" if t else ""
+            ratios = row.get("ratios_to_baseline")
+            vs = (f"   vs {r['baseline']}: " + ", ".join(f"{v:.2f}" for v in ratios.values())) if ratios else ""
+            label = labels.pop(0) if labels else ""
+            lines.append(f"{label:<30}{T:>6}{mib(row['cache_bytes']):>11}{mib(row['step']['temp']):>15}"
+                         f"{mib(row['backward']['total']):>15}{ms:>10}{spread:>17}{vs}")
+    for name, r in result.items():
+        ratios = r["T"][str(Ts[-1])].get("ratios_to_baseline")
+        if ratios and abs(ratios["step_temp"] - 1) < 0.01:
+            lines.append(f"{name}: the fused step's temporaries equal {r['baseline']}'s at T {Ts[-1]} although its "
+                         f"cache is {ratios['cache']:.2f}× theirs: inside one jit XLA's common-subexpression "
+                         f"elimination merges the recomputation with the forward's own (the same optimized "
+                         f"program); the saving is the cache alone, where forward and backward run apart")
+    first, last = str(Ts[0]), str(Ts[-1])
+    growth = {name: r["T"][last]["cache_bytes"] / r["T"][first]["cache_bytes"] for name, r in result.items()}
+    lines.append(f"cache growth from T {Ts[0]} to {Ts[-1]} (×{Ts[-1] // Ts[0]} the length): "
+                 + ", ".join(f"{n} {g:.1f}×" for n, g in growth.items()))
+    return {"T": list(Ts), "layers": result}, "\n".join(lines)
+
+
 def _conv_formulations(net):
     """`[{"layer", "in_shape", "formulation"}]` of each Conv2D in the network's top level."""
     from fnnet.layers.combinators import _in_shapes
@@ -603,8 +809,8 @@ def scaling(args):
     return result, "\n".join(lines)
 
 
-SECTIONS = {"peak": peak, "steps": steps, "cnn": cnn, "conv_layers": conv_layers, "xor": xor,
-            "per_example": per_example, "scaling": scaling}
+SECTIONS = {"peak": peak, "steps": steps, "cnn": cnn, "conv_layers": conv_layers, "sequences": sequences,
+            "memory": memory_section, "xor": xor, "per_example": per_example, "scaling": scaling}
 
 
 def main(argv=None):

@@ -162,3 +162,95 @@ W6 = CNNWorkload("W6", "CIFAR-sized CNN+BN 32×32×3", (32, 32, 3),
                  _conv_block(32) + _conv_block(64) + (("gap",), ("dense", 10)),
                  batch=64, lr=0.05, smoke_batch=8, tol=2e-2)  # measured 4e-3, see above
 CNN_WORKLOADS = (W5, W6)
+
+
+# ---------- sequence workloads: an LSTM and a Transformer block, random data ----------
+
+@dataclass(frozen=True)
+class SequenceWorkload:
+    """A sequence model for 10 classes on random `(batch, T, width)` inputs, softmax
+    cross-entropy on integer labels, built independently by `net()`, `baselines.raw_lstm_step`
+    / `raw_transformer_step` and `baselines.torch_lstm_step` / `torch_transformer_step`.
+
+    kind "lstm": `Network((T, width), (LSTM(hidden, return_sequences=False), Dense(10)))`, one
+    label per sequence from the last state, labels `(batch,)`; kind "transformer":
+    `Network((T, width), (TransformerBlock(n_heads), Dense(10)))`, a label per token, labels
+    `(batch, T)`, the loss their mean over every token. `smoke`: the sizes `--smoke` replaces
+    (`sized(smoke=True)`). `tol`: how close each implementation's 3-step updates must come to
+    raw JAX's (`max_rel_update_error`).
+    """
+    name: str
+    title: str
+    kind: str
+    T: int
+    width: int
+    batch: int
+    lr: float
+    tol: float
+    hidden: int = 0
+    n_heads: int = 0
+    smoke: tuple = ()
+    loss: str = "softmax_cross_entropy_with_integer_labels"
+
+    def sized(self, smoke=False):
+        """This workload, or with `--smoke`'s smaller sizes."""
+        import dataclasses
+        return dataclasses.replace(self, **dict(self.smoke), smoke=()) if smoke else self
+
+    def net(self):
+        head = fnnet.Dense(10)
+        if self.kind == "lstm":
+            return fnnet.Network((self.T, self.width), (fnnet.LSTM(self.hidden, return_sequences=False), head))
+        return fnnet.Network((self.T, self.width), (fnnet.TransformerBlock(self.n_heads), head))
+
+    def data(self, key):
+        """X `(batch, T, width)` standard normal; labels in [0, 10), `(batch,)` or `(batch, T)`."""
+        kx, ky = jax.random.split(key)
+        labels = (self.batch,) if self.kind == "lstm" else (self.batch, self.T)
+        return (jax.random.normal(kx, (self.batch, self.T, self.width), jnp.float32),
+                jax.random.randint(ky, labels, 0, 10))
+
+    def describe(self):
+        if self.kind == "lstm":
+            return f"T {self.T}, batch {self.batch}, {self.width}→{self.hidden}"
+        return f"T {self.T}, d {self.width}, {self.n_heads} heads, batch {self.batch}"
+
+
+W7 = SequenceWorkload("W7", "LSTM → Dense(10) on the last state", "lstm", T=64, width=64, batch=32, lr=0.1,
+                      tol=1e-3, hidden=128, smoke=(("T", 8), ("width", 16), ("hidden", 32), ("batch", 4)))
+W8 = SequenceWorkload("W8", "TransformerBlock → Dense(10) per token", "transformer", T=128, width=128,
+                      batch=16, lr=0.05, tol=1e-3, n_heads=4, smoke=(("T", 16), ("width", 32), ("batch", 2)))
+SEQUENCE_WORKLOADS = (W7, W8)
+
+
+# ---------- the memory of one sequence layer's training step, per sequence length ----------
+
+@dataclass(frozen=True)
+class MemoryCase:
+    """One row family of the "memory" section: a layer alone on `(batch, T, width)` inputs.
+
+    `layer` is a static fnnet layer value; `baseline` names the case this one trades time for
+    memory against (its ratios are printed), None for none; `timed`: also time the jitted
+    forward + backward, paired with the baseline's. A recurrent layer with a recompute option
+    (every k-th state stored) is one more entry: `MemoryCase("LSTM(128, ...)", fnnet.LSTM(128,
+    ...), 64, 32, baseline="LSTM(128)", timed=True)`.
+    """
+    name: str
+    layer: object
+    width: int
+    batch: int
+    smoke_width: int = 16
+    smoke_batch: int = 2
+    baseline: "str | None" = None
+    timed: bool = False
+
+
+MEMORY_CASES = (
+    MemoryCase("LSTM(128)", fnnet.LSTM(128), width=64, batch=32),
+    MemoryCase("MHA(4)", fnnet.MultiHeadAttention(4), width=128, batch=16, timed=True),
+    MemoryCase("MHA(4, recompute)", fnnet.MultiHeadAttention(4, recompute=True), width=128, batch=16,
+               baseline="MHA(4)", timed=True),
+    MemoryCase("TransformerBlock(4)", fnnet.TransformerBlock(4), width=128, batch=16),
+)
+MEMORY_T = (64, 256, 1024)
+MEMORY_T_SMOKE = (16, 32)

@@ -119,7 +119,10 @@ def describe(layer) -> str:
         reference = type(layer)(*(getattr(layer, f.name) for f in required))
     except (TypeError, ValueError):
         return repr(layer)
-    args = [repr(getattr(layer, f.name)) for f in required]
-    args += [f"{f.name}={getattr(layer, f.name)!r}" for f in fields
+    def show(value):  # a layer inside a layer (Bidirectional's) described the same way
+        return describe(value) if dataclasses.is_dataclass(value) and hasattr(value, "backward") else repr(value)
+
+    args = [show(getattr(layer, f.name)) for f in required]
+    args += [f"{f.name}={show(getattr(layer, f.name))}" for f in fields
              if f not in required and f.repr and getattr(layer, f.name) != getattr(reference, f.name)]
     return f"{type(layer).__name__}({', '.join(args)})"

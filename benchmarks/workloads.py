@@ -246,7 +246,9 @@ class MemoryCase:
 
 
 MEMORY_CASES = (
-    MemoryCase("LSTM(128)", fnnet.LSTM(128), width=64, batch=32),
+    MemoryCase("LSTM(128)", fnnet.LSTM(128), width=64, batch=32, timed=True),
+    MemoryCase("LSTM(128, checkpoint_every=8)", fnnet.LSTM(128, checkpoint_every=8), width=64, batch=32,
+               baseline="LSTM(128)", timed=True),
     MemoryCase("MHA(4)", fnnet.MultiHeadAttention(4), width=128, batch=16, timed=True),
     MemoryCase("MHA(4, recompute)", fnnet.MultiHeadAttention(4, recompute=True), width=128, batch=16,
                baseline="MHA(4)", timed=True),

@@ -115,28 +115,13 @@ def steps(args, peak_gflops=None):
         _block(fnnet.fit(net, params, (Xf, yf), w.loss, optimizer, **fit_kw)[0])
         first["fnnet fit"] = time.perf_counter() - start
 
-        state = {"raw JAX": copy(),
-                 **{f"fnnet {g}": (copy(), optimizer.init(params)) for g in fnnet_steps}}
-
-        def run_raw():
-            state["raw JAX"], value = raw(state["raw JAX"], X, y)
-            _block(value)
-
-        def fnnet_runner(g):
-            def run():
-                p, o, m = fnnet_steps[g](*state[f"fnnet {g}"], X, y)
-                state[f"fnnet {g}"] = (p, o)
-                _block(m["loss"])
-            return run
-
         def run_fit():  # per step: one call of fit_epochs × n_fit steps, divided below
             _block(fnnet.fit(net, params, (Xf, yf), w.loss, optimizer, **fit_kw)[0])
 
         def run_numpy():  # always from the same params: numpy has no flush-to-zero, and as
             np_step(np_params, Xn, yn)  # training drifts into denormals it slows 50×
 
-        runs = {"raw JAX": run_raw, **{f"fnnet {g}": fnnet_runner(g) for g in fnnet_steps},
-                "fnnet fit": run_fit, "numpy": run_numpy}
+        runs = _step_runs(raw, fnnet_steps, params, optimizer, X, y) | {"fnnet fit": run_fit, "numpy": run_numpy}
         samples, compile_s, choice = _interleaved(args, runs, torch_sgd, notes, first)
         samples["fnnet fit"] = [s / (fit_epochs * n_fit) for s in samples["fnnet fit"]]
         times = {name: timing.summary(s) for name, s in samples.items()}
@@ -410,28 +395,13 @@ def sequences(args):
                 torch_run(1)
             _assert_close("torch", w, torch_params(), reference, w.tol, initial=params, what=SEQUENCE_GATE)
 
-        current = {"raw JAX": copy(params), **{f"fnnet {g}": (copy(params), optimizer.init(params))
-                                                for g in fnnet_steps}}
-
-        def run_raw():
-            current["raw JAX"], value = raw(current["raw JAX"], X, y)
-            _block(value)
-
-        def fnnet_runner(g):
-            def run():
-                p, o, m = fnnet_steps[g](*current[f"fnnet {g}"], X, y)
-                current[f"fnnet {g}"] = (p, o)
-                _block(m["loss"])
-            return run
-
         def run_fit():  # per step: one epoch of n_fit steps, divided below
             _block(fnnet.fit(net, params, (Xf, yf), w.loss, optimizer, **fit_kw)[0])
 
         start = time.perf_counter()
         run_fit()
         first["fnnet fit backprop"] = time.perf_counter() - start
-        runs = {"raw JAX": run_raw, **{f"fnnet {g}": fnnet_runner(g) for g in fnnet_steps},
-                "fnnet fit backprop": run_fit}
+        runs = _step_runs(raw, fnnet_steps, params, optimizer, X, y) | {"fnnet fit backprop": run_fit}
         samples, compile_s, choice = _interleaved(args, runs, torch_sgd, notes, first)
         samples["fnnet fit backprop"] = [t / n_fit for t in samples["fnnet fit backprop"]]
         rows = {}
@@ -577,6 +547,27 @@ def _conv_formulations(net):
 def conv_layers(args):
     """One conv layer's forward + backward in each formulation (benchmarks/conv_formulations.py)."""
     return conv_formulations.run(args)
+
+
+def _step_runs(raw, fnnet_steps, params, optimizer, X, y):
+    """The timed calls of one training step each, raw JAX's and each fnnet grad mode's
+    (`fnnet_steps`: mode → step), every one carrying its own params and optimizer state on
+    from call to call (the steps donate their inputs)."""
+    current = {"raw JAX": jax.tree.map(jnp.copy, params),
+               **{f"fnnet {g}": (jax.tree.map(jnp.copy, params), optimizer.init(params)) for g in fnnet_steps}}
+
+    def run_raw():
+        current["raw JAX"], value = raw(current["raw JAX"], X, y)
+        _block(value)
+
+    def fnnet_runner(g):
+        def run():
+            p, o, m = fnnet_steps[g](*current[f"fnnet {g}"], X, y)
+            current[f"fnnet {g}"] = (p, o)
+            _block(m["loss"])
+        return run
+
+    return {"raw JAX": run_raw, **{f"fnnet {g}": fnnet_runner(g) for g in fnnet_steps}}
 
 
 def _interleaved(args, runs, torch_sgd, notes, first):

@@ -553,6 +553,9 @@ def _step_runs(raw, fnnet_steps, params, optimizer, X, y):
     """The timed calls of one training step each, raw JAX's and each fnnet grad mode's
     (`fnnet_steps`: mode → step), every one carrying its own params and optimizer state on
     from call to call (the steps donate their inputs)."""
+    import jax
+    import jax.numpy as jnp
+
     current = {"raw JAX": jax.tree.map(jnp.copy, params),
                **{f"fnnet {g}": (jax.tree.map(jnp.copy, params), optimizer.init(params)) for g in fnnet_steps}}
 

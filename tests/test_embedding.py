@@ -113,3 +113,18 @@ def test_metrics_skip_the_padding_in_evaluate_and_in_training():
         assert abs(metrics["accuracy"] - per_example(right.astype(float))) <= 1e-6
     _, history = fnnet.fit(net, params, (X, y), loss, optax.sgd(0.0), epochs=1, batch_size=2, key=jax.random.key(1))
     assert abs(history["loss"][0] - per_example(nll)) <= 1e-6
+
+
+def test_per_example_gradients_of_padded_sequences_weigh_by_their_real_tokens():
+    net = fnnet.Network((5,), (Embedding(6, 4, pad_id=0), fnnet.Dense(6)))
+    params = net.init(jax.random.key(0), jnp.float64)
+    X = jnp.array([[1, 2, 3, 0, 0], [4, 5, 1, 2, 3], [2, 0, 0, 0, 0]])
+    y = jnp.array([[2, 3, 4, 0, 0], [5, 1, 2, 3, 4], [3, 0, 0, 0, 0]])
+    loss = fnnet.losses.softmax_cross_entropy_with_integer_labels
+    per = fnnet.per_example_grads(net, params, X, y, loss)
+    for i in range(3):  # each: the gradient of the example's own mean over its real tokens
+        own = jax.grad(lambda p: loss(net.apply(p, X[i:i + 1]), y[i:i + 1], X[i:i + 1] != 0)[0])(params)
+        assert tree_rel_error(jax.tree.map(lambda g: g[i], per), own) <= 1e-12
+    n = (X != 0).sum(1)
+    weighted = jax.tree.map(lambda g: jnp.tensordot(n / n.sum(), g, axes=1), per)
+    assert tree_rel_error(weighted, fnnet.backprop(net, params, X, y, loss)[1]) <= 1e-12

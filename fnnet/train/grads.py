@@ -67,7 +67,9 @@ def per_example_grads(net: Network, params, X, y, loss, grad="backprop", *, key=
 
     Returns:
       A tree like `params` whose leaves have a leading axis of length `m`; their
-      mean over that axis is the batch gradient. Compiled once per network, loss,
+      mean over that axis is the batch gradient. (With a padding mask, ℓᵢ is the mean
+      over example i's nᵢ real tokens and the batch loss the mean over all real tokens:
+      the batch gradient is their mean weighted by nᵢ / Σ n.) Compiled once per network, loss,
       grad mode and shapes: later calls only run it. The checks of params, X and y
       run when it is traced, as `train_step`'s do (so, as inside any `jit`, an
       out-of-range label gives NaN gradients for its example rather than an error).

@@ -120,7 +120,7 @@ def describe(layer) -> str:
     except (TypeError, ValueError):
         return repr(layer)
     def show(value):  # a layer inside a layer (Bidirectional's) described the same way
-        return describe(value) if dataclasses.is_dataclass(value) and hasattr(value, "backward") else repr(value)
+        return describe(value) if dataclasses.is_dataclass(value) and hasattr(value, "forward") else repr(value)
 
     args = [show(getattr(layer, f.name)) for f in required]
     args += [f"{f.name}={show(getattr(layer, f.name))}" for f in fields

@@ -73,8 +73,12 @@ ARCHITECTURES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("sizes,act,m", ARCHITECTURES, ids=lambda c: str(c))
+# float64 for all; float32 (whose tolerance the activation × loss table already covers) where
+# rounding has the most room to grow: the widest, the deepest and the largest batches.
+@pytest.mark.parametrize("sizes,act,m,dtype",
+                         [(*a, jnp.float64) for a in ARCHITECTURES]
+                         + [(*a, jnp.float32) for a in ARCHITECTURES if max(a[0]) >= 64 or len(a[0]) >= 6 or a[2] >= 100],
+                         ids=lambda c: c.__name__ if isinstance(c, type) else str(c))
 def test_architectures(sizes, act, m, dtype):
     net = fnnet.mlp(sizes, activation=act)
     loss = losses.softmax_cross_entropy_with_integer_labels if sizes[-1] > 1 else losses.mean_squared_error
@@ -82,7 +86,7 @@ def test_architectures(sizes, act, m, dtype):
 
 
 @pytest.mark.heavy
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     sizes=st.lists(st.integers(1, 24), min_size=2, max_size=7),
     acts=st.lists(st.sampled_from(activations.ALL), min_size=6, max_size=6),

@@ -148,7 +148,7 @@ def test_relu_kinks_are_not_false_alarms():
 
 
 @pytest.mark.heavy
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(sizes=st.lists(st.integers(1, 12), min_size=2, max_size=5),
        act=st.sampled_from(activations.ALL), loss=st.sampled_from(losses.ALL),
        m=st.integers(1, 16), seed=st.integers(0, 2**16))

@@ -138,7 +138,7 @@ def test_check_grads_of_a_network_names_the_broken_layer():
 # The planted-bug gallery: a classic mistake in each image layer's backward, planted in one
 # layer of a small CNN, found by check_layers at the inputs that layer really saw and blamed on
 # that layer and that output, not on the layers whose gradients it spoils.
-from fnnet.layers import Activation, Conv2D, Flatten, MaxPool2D  # noqa: E402
+from fnnet.layers import Activation, AvgPool2D, Conv2D, Flatten, GlobalAvgPool2D, LayerNorm, MaxPool2D  # noqa: E402
 from fnnet.layers.normalization import _BatchStats, _channel_axes  # noqa: E402
 from fnnet.layers.pooling import _tile_windows, _window_slices  # noqa: E402
 
@@ -243,6 +243,72 @@ def test_the_cnn_without_bugs_passes_every_layer_and_equals_jax_grad_and_finite_
 def test_planted_bugs_are_caught_and_blamed_on_their_layer_and_output(cnn_inputs, bug, path, name, output, agree):
     params, state, X, _ = cnn_inputs
     report = check_layers(_cnn(**bug), params, X, state=state, key=jax.random.key(3))
+    assert not report.ok and report.culprit.path == path, report
+    assert re.match(rf"FAIL: layer {re.escape(path)} {name}\(.*\): {output} differs from jax.vjp of its forward "
+                    r"in training mode \(index \(", report.message), report.message
+    assert report.message.endswith(f"; its {agree} agree" if agree else ")"), report.message
+    assert [r.path for r in report.results if not r.ok and not path.startswith(r.path)] == []  # nothing else
+
+
+class AvgPoolCountsPadding(AvgPool2D):
+    """Backward divides by the whole window, padding included, while forward counts real elements."""
+
+    def backward(self, params, cache, dy):
+        pads, out = self._geometry(cache.shape[1:-1])
+        count = self._count(cache.shape[1:3], pads, out, dy.dtype)
+        return super().backward(params, cache, dy * count / (self.window[0] * self.window[1]))
+
+
+class GlobalAvgPoolOverH(GlobalAvgPool2D):
+    """dx = dy / H: the width forgotten in the mean's 1/(H·W)."""
+
+    def backward(self, params, cache, dy):
+        W = cache.shape[2]
+        grads, dx = super().backward(params, cache, dy)
+        return grads, dx * W
+
+
+class LayerNormWithoutMeanTerm(LayerNorm):
+    """dx = γ·rstd/N·(N·dy − x̂·Σ dy·x̂): the −Σ dy of the mean left out."""
+
+    def backward(self, params, cache, dy):
+        grads, dx = super().backward(params, cache, dy)
+        x, _, rstd = cache
+        axes, _, b = self._layout(x, params["gamma"])
+        n = x.size // x.shape[0]
+        return grads, dx + (rstd / n) * (dy * b(params["gamma"])).sum(axis=axes, keepdims=True)
+
+
+class FlattenColumnMajor(Flatten):
+    """dx unflattened in column-major order: the right shape, the wrong pixels."""
+
+    def backward(self, params, cache, dy):
+        n, H, W, C = cache.shape[:-1]
+        return {}, dy.reshape(n, C, W, H).transpose(0, 3, 2, 1)
+
+
+def _pooled(pool=AvgPool2D, norm=LayerNorm, flatten=Flatten, gap=GlobalAvgPool2D):
+    """Conv → avg-pool (SAME: a padded last window) → LayerNorm → flatten → dense, beside a
+    global-average-pool shortcut."""
+    return fnnet.Network((6, 6, 2), (
+        Conv2D(3, 3), pool(3, 2, "SAME"), norm(),
+        Residual(Sequential(flatten(), Dense(3)), shortcut=Sequential(gap(), Dense(3)))))
+
+
+MORE_GALLERY = [
+    (dict(pool=AvgPoolCountsPadding), "[1]", "AvgPoolCountsPadding", "dx", None),
+    (dict(norm=LayerNormWithoutMeanTerm), "[2]", "LayerNormWithoutMeanTerm", "dx", "beta and gamma"),
+    (dict(flatten=FlattenColumnMajor), "[3]['block'][0]", "FlattenColumnMajor", "dx", None),
+    (dict(gap=GlobalAvgPoolOverH), "[3]['shortcut'][0]", "GlobalAvgPoolOverH", "dx", None),
+]
+
+
+@pytest.mark.parametrize("bug,path,name,output,agree", MORE_GALLERY, ids=[g[2] for g in MORE_GALLERY])
+def test_planted_bugs_in_the_other_image_layers_are_blamed_on_their_layer_and_output(bug, path, name, output, agree):
+    params = _pooled().init(jax.random.key(0), jnp.float64)
+    X = jax.random.normal(jax.random.key(1), (3, 6, 6, 2), jnp.float64)
+    assert check_layers(_pooled(), params, X).ok
+    report = check_layers(_pooled(**bug), params, X)
     assert not report.ok and report.culprit.path == path, report
     assert re.match(rf"FAIL: layer {re.escape(path)} {name}\(.*\): {output} differs from jax.vjp of its forward "
                     r"in training mode \(index \(", report.message), report.message

@@ -27,23 +27,6 @@ def test_main_command_trains_with_gradient_verification():
     assert main.endswith("fnnet train --data digits") and '".[data,progress]"' in main
 
 
-def test_quickstart_runs_and_its_claim_holds():
-    code = re.search(r"## Quickstart\n\n```python\n(.*?)```", README, re.S).group(1)
-    scope = {}
-    with jax.enable_x64(False):  # as a user runs it
-        exec(code, scope)
-    assert jnp.abs(scope["value"] - scope["ref_value"]) <= 1e-6
-    for g, r in zip(scope["jax"].tree.leaves(scope["grads"]), scope["jax"].tree.leaves(scope["ref"])):
-        assert jnp.abs(g - r).max() <= 1e-6 * max(1.0, float(jnp.abs(r).max()))
-
-
-def test_gradient_check_example_prints_the_report_shown():
-    blocks = re.search(r"## Checking gradients.*?```python\n(.*?)```\n\n```\n(.*?)```", README, re.S)
-    code, shown = blocks.groups()
-    scope = {}
-    with jax.enable_x64(False):  # as a user runs it
-        exec(code, scope)
-    assert str(scope["report"]) == shown.strip()
 
 
 def _documented_errors():
@@ -96,27 +79,30 @@ def test_every_documented_error_is_what_fnnet_raises(tmp_path):
             call()
 
 
-def test_predict_and_evaluate_snippet_runs_and_learns_xor():
-    code = re.search(r"## Predicting and evaluating\n\n```python\n(.*?)```", README, re.S).group(1)
-    scope = {}
-    exec(code, scope)
-    fnnet, net, params, X, y = (scope[k] for k in ("fnnet", "net", "params", "X", "y"))
-    assert fnnet.evaluate(net, params, (X, y), "bce")["accuracy"] == 1.0
-    assert fnnet.predict(net, params, X, loss="bce", output="labels").tolist() == [0, 1, 1, 0]
+
+def _section_block(heading):
+    """The first Python block after `heading`, and the plain block printed after it (if any)."""
+    match = re.search(rf"{heading}.*?```python\n(.*?)```(?:\n\n```\n(.*?)```)?", README, re.S)
+    return match.group(1), match.group(2)
 
 
 @pytest.mark.heavy
-def test_every_python_block_runs_as_written_in_order(tmp_path, monkeypatch):
+def test_every_python_block_runs_as_written_in_order_and_says_what_the_readme_says(tmp_path, monkeypatch):
     """The README's Python blocks, top to bottom in one session, as a reader pastes them (shell
-    blocks, which install or span hosts, are not run here)."""
+    blocks, which install or span hosts, are not run here); after each block its claims are
+    checked: the quickstart's gradients equal jax.grad's, the printed reports are the ones shown,
+    the predicting snippet learns XOR, and "Writing your own layer" prints what its comments say."""
     blocks = re.findall(r"```python\n(.*?)```", README, re.S)
     assert len(blocks) >= 7
     monkeypatch.chdir(tmp_path)  # the Checkpoints block writes run/latest.fnnet
-    # "Which layer is wrong" prints what the README shows after it
-    which, shown = re.search(r"\*\*Which layer is wrong\.\*\*.*?```python\n(.*?)```\n\n```\n(.*?)```", README,
-                             re.S).groups()
+    quickstart, _ = _section_block(r"## Quickstart\n")
+    gradcheck, gradcheck_shown = _section_block(r"## Checking gradients\n")
+    which, which_shown = _section_block(r"\*\*Which layer is wrong\.\*\*")
+    predicting, _ = _section_block(r"## Predicting and evaluating\n")
+    own_layer, _ = _section_block(r"### Writing your own layer\n")
+    checked = set()
     scope = {}
-    with jax.enable_x64(False):
+    with jax.enable_x64(False):  # as a user runs it
         for i, code in enumerate(blocks):
             out = io.StringIO()
             try:
@@ -124,19 +110,25 @@ def test_every_python_block_runs_as_written_in_order(tmp_path, monkeypatch):
                     exec(code, scope)
             except Exception as e:
                 raise AssertionError(f"README Python block {i + 1} fails: {type(e).__name__}: {e}\n{code}") from e
-            if code == which:
-                assert out.getvalue().strip() == shown.strip()
-                which = None
-    assert which is None  # the block was found and checked
+            printed = out.getvalue()
+            if code == quickstart:
+                assert jnp.abs(scope["value"] - scope["ref_value"]) <= 1e-6
+                for g, r in zip(jax.tree.leaves(scope["grads"]), jax.tree.leaves(scope["ref"])):
+                    assert jnp.abs(g - r).max() <= 1e-6 * max(1.0, float(jnp.abs(r).max()))
+            elif code == gradcheck:
+                assert str(scope["report"]) == gradcheck_shown.strip()
+            elif code == which:
+                assert printed.strip() == which_shown.strip()
+            elif code == predicting:
+                fnnet, net, params, X, y = (scope[k] for k in ("fnnet", "net", "params", "X", "y"))
+                assert fnnet.evaluate(net, params, (X, y), "bce")["accuracy"] == 1.0
+                assert fnnet.predict(net, params, X, loss="bce", output="labels").tolist() == [0, 1, 1, 0]
+            elif code == own_layer:
+                expected = [line.split("# ", 1)[1] for line in code.splitlines()
+                            if line.startswith(("print(", "# FAIL")) and "# " in line]
+                assert printed.splitlines() == [e for e in expected if e.startswith(("PASS", "FAIL"))]
+            else:
+                continue
+            checked.add(code)
+    assert checked == {quickstart, gradcheck, which, predicting, own_layer}  # each found and checked
     assert (tmp_path / "run" / "latest.fnnet").exists()
-
-
-def test_writing_your_own_layer_prints_what_its_comments_say():
-    code = re.search(r"### Writing your own layer\n.*?```python\n(.*?)```", README, re.S).group(1)
-    expected = [line.split("# ", 1)[1] for line in code.splitlines()
-                if line.startswith(("print(", "# FAIL")) and "# " in line]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), jax.enable_x64(False):
-        exec("import jax, jax.numpy as jnp, fnnet\n" + code, {})
-    assert out.getvalue().splitlines() == [e for e in expected if e.startswith(("PASS", "FAIL"))]
-

@@ -21,6 +21,7 @@ from fnnet.network import mlp
 MLP_DEFAULTS = {"sizes": [[4, 8, 8, 3]], "activation": "tanh", "output_activation": "identity",
                 "init": "lecun_normal"}
 """The MLP's flags and their defaults; --layers replaces them."""
+DEFAULT_LOSS = "softmax_cross_entropy_with_integer_labels"
 IN_SHAPES = {True: (6, 6, 2), False: (4,)}
 """--in-shape by default, for a spec that takes images and for one that takes rows: small, so the
 check is quick, with two channels, so that a bug mixing them up shows."""
@@ -46,8 +47,9 @@ def add_parser(commands):
                        help=f"hidden activation, or one per hidden layer such as relu,tanh: "
                             f"{names(activations.ALL)} (default tanh)")
     check.add_argument("--output-activation", help="output activation (default identity)")
-    check.add_argument("--loss", default="softmax_cross_entropy_with_integer_labels",
-                       help=f"{names(losses.ALL)}, or bce, mse (default softmax_cross_entropy_with_integer_labels)")
+    check.add_argument("--loss",
+                       help=f"{names(losses.ALL)}, or bce, mse (default softmax_cross_entropy_with_integer_labels); "
+                            f"with --all, several separated by commas, to sweep only those")
     check.add_argument("--init",
                        help=f"weight initializer: {names(initializers.ALL)} (default lecun_normal)")
     check.add_argument("--batch", type=int, default=16, help="examples (default 16)")
@@ -57,7 +59,8 @@ def add_parser(commands):
     check.add_argument("--elementwise", action="store_true", help="finite differences on every element too")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--all", action="store_true",
-                       help="sweep every activation × loss on the network and print one row each")
+                       help="sweep every activation × loss (or × the losses of --loss) on the network and print "
+                            "one row each")
     check.set_defaults(run=run, subparser=check)
 
 
@@ -97,24 +100,29 @@ def run(args, parser) -> int:
             setattr(args, name, default)
     try:
         if not args.all:
-            net, items, report = _check_one(args, args.activation, args.loss)
+            if args.loss and "," in args.loss:
+                raise ValueError(f"--loss {args.loss}: several losses are for the --all sweep; check one at a time "
+                                 f"without it")
+            net, items, report = _check_one(args, args.activation, args.loss or DEFAULT_LOSS)
             blamed = None if items is None or report.ok else spec.blame(items, report)
             if args.json:
                 print(json.dumps(report.to_dict() | ({} if items is None else {"blame": blamed}), indent=2))
             else:
                 print("\n".join([str(net), str(report), *([blamed] if blamed else [])]))
             return 0 if report.ok else 1
-        pairs = [(act.name, loss.name) for act in activations.ALL for loss in losses.ALL]
-        _check_one(args, *pairs[0])  # a bad flag fails here, before the header is printed
+        swept = losses.ALL if args.loss is None else [losses.get(name) for name in args.loss.split(",")]
+        pairs = [(act.name, loss.name) for act in activations.ALL for loss in swept]
+        first = _check_one(args, *pairs[0])[2]  # a bad flag fails here, before the header is printed
         if args.json:
-            rows = [dict(activation=a, loss=l, **_check_one(args, a, l)[2].to_dict()) for a, l in pairs]
+            rows = [dict(activation=a, loss=l, **(first if i == 0 else _check_one(args, a, l)[2]).to_dict())
+                    for i, (a, l) in enumerate(pairs)]
             print(json.dumps(rows, indent=2))
             return 0 if all(row["ok"] for row in rows) else 1
         width = max(len(loss) for _, loss in pairs)
         print(f"{'activation':<12}{'loss':<{width + 2}}{'max rel err':<13}{'fd max err':<12}result", flush=True)
         failed = 0
-        for act, loss in pairs:  # each row as soon as its check finishes
-            *_, report = _check_one(args, act, loss)
+        for i, (act, loss) in enumerate(pairs):  # each row as soon as its check finishes
+            report = first if i == 0 else _check_one(args, act, loss)[2]
             rel = max(leaf.max_rel_error for leaf in report.leaves)
             fd = max(leaf.fd_max_error for leaf in report.leaves)
             result = "ok" if report.ok else f"FAIL: {report.message}"

@@ -1,7 +1,7 @@
 """A character-level Transformer language model on Python's own documentation, trained by fnnet's backprop.
 
-The text ships with Python: the values of `pydoc_data.topics.topics`, concatenated in sorted key
-order (464,970 characters; nothing is downloaded). The first 90% trains, the last 10% is held
+The text ships with Python (`fnnet.text.python_docs`): the values of `pydoc_data.topics.topics`,
+concatenated in sorted key order (464,970 characters; nothing is downloaded). The first 90% trains, the last 10% is held
 out; the vocabulary is the training part's 103 characters plus one unknown symbol (for any
 character unseen in training). The network is
 
@@ -21,7 +21,8 @@ fixed (or set with `--steps`); the machine is shared, so a run on a busier one t
 steps. Held-out bits per character: every held-out character is predicted once, from the 64 to
 128 characters before it (windows of 128 stepping by 64, scoring their second half; the first
 window's context is the end of the training text, as the n-gram baselines also use the
-characters before the first held-out one). A jitted sampler then draws 300 characters.
+characters before the first held-out one). `fnnet.generate` then draws 300 characters (one compiled
+loop, the full context recomputed for each).
 
 Measured on a 2-core CPU shared with other jobs (default flags):
 
@@ -59,7 +60,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from pydoc_data.topics import topics
 
 import fnnet
 
@@ -72,18 +72,6 @@ TARGET = 2.2  # bits per character on the held-out 10%
 PROMPT = "The for statement"
 
 loss = fnnet.losses.softmax_cross_entropy_with_integer_labels
-
-
-def corpus():
-    """The text, split 90/10, as ids: `(train (n,), held_out (m,), chars)`, id `len(chars)` the
-    unknown symbol."""
-    text = "".join(topics[k] for k in sorted(topics))
-    cut = int(0.9 * len(text))
-    chars = sorted(set(text[:cut]))
-    index = {c: i for i, c in enumerate(chars)}
-    unknown = len(chars)
-    encode = lambda s: np.array([index.get(c, unknown) for c in s], np.int32)
-    return encode(text[:cut]), encode(text[cut:]), chars
 
 
 def ngram_bits(train, held_out, vocab):
@@ -190,25 +178,6 @@ def held_out_bits(net, params, train, held_out, batch=64):
     return float(nats(params, w, scored)) / len(held_out) / math.log(2)
 
 
-def sampler(net, length):
-    """A jitted `sample(params, ids (L + length,), n_prompt, key, temperature) -> ids`: ids after
-    the prompt's `n_prompt` drawn one at a time, each from the network's full recomputation on
-    the (up to) T characters before it. Causal attention makes the not-yet-drawn positions at
-    the window's end irrelevant, so every window has the network's fixed length T."""
-    T = net.in_shape[0]
-
-    @jax.jit
-    def sample(params, ids, n_prompt, key, temperature):
-        def draw(i, ids):
-            start = jnp.maximum(i - T, 0)
-            logits = net.apply(params, jax.lax.dynamic_slice(ids, (start,), (T,))[None])[0, i - 1 - start]
-            c = jax.random.categorical(jax.random.fold_in(key, i), logits / temperature)
-            return ids.at[i].set(c.astype(ids.dtype))
-        return jax.lax.fori_loop(n_prompt, n_prompt + length, draw, ids)
-
-    return sample
-
-
 def check_gradients(vocab, train):
     """`fnnet.check_grads` in float64 on a small copy of the network (the same layers, 2 blocks of
     width 32, windows of 16) over 2 windows: the full width costs twice the time (compiling),
@@ -238,8 +207,9 @@ def main(argv=None):
     if args.temperature <= 0 or not 0 <= args.dropout < 1:
         parser.error("--temperature must be > 0 and --dropout in [0, 1)")
 
-    train, held_out, chars = corpus()
-    vocab = len(chars) + 1
+    corpus = fnnet.text.python_docs(held_out=0.1)
+    train, held_out, chars = corpus
+    vocab = corpus.vocab
     print(f"text: {len(train) + len(held_out):,} characters, {len(train):,} to train, {len(held_out):,} held "
           f"out; vocabulary {vocab} ({len(chars)} characters + unknown; {int((held_out == vocab - 1).sum())} "
           f"held-out characters unknown)")
@@ -293,11 +263,8 @@ def main(argv=None):
     print(f"held-out: {bits:.3f} bits per character (target ≤ {target:.2f}"
           f"{', the unigram baseline: --smoke' if args.smoke else ''}; trigram {baselines['trigram']:.2f})")
 
-    prompt = np.array([chars.index(c) for c in PROMPT], np.int32)
-    ids = np.concatenate([prompt, np.zeros(args.sample, np.int32)])
-    sample = sampler(net, args.sample)
-    out = np.asarray(sample(params, jnp.asarray(ids), len(prompt), k_sample, args.temperature))
-    text = "".join(chars[i] if i < len(chars) else "�" for i in out)
+    out = fnnet.generate(net, params, corpus.encode(PROMPT), args.sample, key=k_sample, temperature=args.temperature)
+    text = corpus.decode(out)
     print(f"sample (temperature {args.temperature:g}, prompt {PROMPT!r}):\n{text}")
     return 0 if bits <= target else 1
 

@@ -1,11 +1,11 @@
 """fnnet: purely functional neural networks on JAX, with hand-written, verified backprop."""
 
-from fnnet import activations, datasets, initializers, layers, losses, parallel, testing
+from fnnet import activations, datasets, initializers, layers, losses, parallel, testing, text
 from fnnet.backprop import backprop
 from fnnet.checkpoint import Checkpoint, load, save
 from fnnet.convert import from_torch
 from fnnet.gradcheck import GradCheckReport, check_grads
-from fnnet.inference import evaluate, predict
+from fnnet.inference import evaluate, generate, predict
 from fnnet.interop import as_jax_function
 from fnnet.layercheck import check_layer, check_layers
 from fnnet.layers import (GRU, LSTM, Activation, AvgPool2D, BatchNorm, Bidirectional, Conv2D, Dense, Dropout,
@@ -52,6 +52,7 @@ __all__ = [
     "fit",
     "fit_ensemble",
     "from_torch",
+    "generate",
     "initializers",
     "layers",
     "load",
@@ -62,6 +63,7 @@ __all__ = [
     "predict",
     "save",
     "testing",
+    "text",
     "train_step",
 ]
 __version__ = "0.1.0"

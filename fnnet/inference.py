@@ -1,4 +1,5 @@
-"""Using a trained network: `predict` its outputs and `evaluate` the loss's metrics on a data set.
+"""Using a trained network: `predict` its outputs, `evaluate` the loss's metrics on a data set,
+and `generate` a sequence from a language model.
 
 Both work through the data in batches of `batch_size` examples, so a large data set
 never needs one huge forward pass, and both compile once per batch size: the last,
@@ -7,6 +8,7 @@ example is dropped and none is counted twice).
 
     probabilities = fnnet.predict(net, params, X, loss="bce", output="probabilities")
     fnnet.evaluate(net, params, (X, y), "bce")      # {"loss": 0.08, "accuracy": 0.97}
+    ids = fnnet.generate(lm, params, prompt_ids, 300, key=jax.random.key(0), temperature=0.8)
 """
 
 import functools
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet import losses as losses_lib
-from fnnet._checks import host_values, is_int
+from fnnet._checks import check_key, host_values, is_int
 from fnnet.network import Network
 from fnnet.train.step import metric_names, per_example_metrics
 
@@ -80,6 +82,61 @@ def evaluate(net: Network, params, data, loss, *, batch_size=1024, metrics=None,
     total = sum(np.asarray(run(params, state, Xb, yb, jnp.arange(len(Xb)) < rows), np.float64)
                 for Xb, yb, rows in _batches(X, y, batch_size, "evaluate"))
     return {name: float(value) / len(X) for name, value in zip(names, total)}
+
+
+def generate(net: Network, params, prompt, length: int, *, key, temperature: float = 1.0, state=None) -> np.ndarray:
+    """`prompt` continued by `length` ids drawn one at a time from a language model: `(len(prompt)
+    + length,)` int32, as a numpy array.
+
+    Args:
+      net, params: a network from token ids `(T,)` to logits `(T, vocab)` whose output at
+        position t predicts the id after position t, seeing no later input (causal attention,
+        recurrent layers): windows of T ids, the ones not drawn yet at its end then being zeros
+        that no output used reads.
+      prompt: the ids to continue, `(L,)` ints, L ≥ 1.
+      length: ids to draw, an int ≥ 0.
+      key: a `jax.random.key`; each draw uses a key folded from it with its position.
+      temperature: > 0: the logits are divided by it (below 1 sharper, above 1 flatter).
+      state: the network's state, if it has one. Evaluation mode, as `predict`.
+
+    Each id is drawn from the network's full recomputation on the (up to) T ids before it, in one
+    compiled loop: one compilation per network and total length.
+    """
+    check_key("generate", key)
+    prompt = np.asarray(prompt)
+    if len(net.in_shape) != 1:
+        raise ValueError(f"generate: the network takes inputs of shape {net.in_shape} per example; expected "
+                         f"a language model on windows of token ids (T,)")
+    if prompt.ndim != 1 or len(prompt) < 1 or not np.issubdtype(prompt.dtype, np.integer):
+        raise ValueError(f"generate: prompt must be a non-empty 1-D array of token ids, got shape {prompt.shape} "
+                         f"and dtype {prompt.dtype}")
+    if not is_int(length, 0):
+        raise ValueError(f"generate: length must be an int ≥ 0, got {length!r}")
+    if not temperature > 0:
+        raise ValueError(f"generate: temperature must be > 0, got {temperature!r}")
+    T = net.in_shape[0]
+    n = len(prompt) + length
+    ids = np.zeros(max(n, T), np.int32)
+    ids[:len(prompt)] = prompt
+    out = _generator(net)(params, state, jnp.asarray(ids), len(prompt), n, key, jnp.float32(temperature))
+    return np.asarray(out)[:n]
+
+
+@functools.lru_cache(maxsize=16)
+def _generator(net):
+    T = net.in_shape[0]
+
+    @jax.jit
+    def generate(params, state, ids, start, stop, key, temperature):
+        def draw(i, ids):
+            first = jnp.maximum(i - T, 0)
+            window = jax.lax.dynamic_slice(ids, (first,), (T,))[None]
+            logits = net.run(params, state, window, None, False)[0][0, i - 1 - first]
+            drawn = jax.random.categorical(jax.random.fold_in(key, i), logits / temperature)
+            return ids.at[i].set(drawn.astype(ids.dtype))
+        return jax.lax.fori_loop(start, stop, draw, ids)
+
+    return generate
 
 
 def _batches(X, y, batch_size, where):

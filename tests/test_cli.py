@@ -211,12 +211,65 @@ def test_help_lists_the_valid_names_and_the_defaults(capsys):
          "reshape:H:W:C before it"),
         (["--data", "moons", "--layers", "res(dense:8:relu,dense:8)"],
          "--layers item 1 'res(dense:8:relu,dense:8)': the block maps (2,) to (8,) but the shortcut to (2,)"),
+        # --data text: windows of character ids
+        (["--data", "text", "--hidden", "32"], "--hidden describes an MLP on rows of features; --data text trains "
+                                               "a network on windows of characters: give it as --layers"),
+        (["--data", "moons", "--context", "32"], "--context is the window length of --data text, an int ≥ 1; got "
+                                                 "--context 32 with --data moons"),
+        (["--data", "text", "--loss", "mse"], "--loss mean_squared_error: --data text predicts each next character"),
+        (["--data", "text", "--layers", "dense:16,dense:104"],
+         "--layers item 1 'dense:16': the data are token ids (T,) = (64,) per example; start the spec with embed:DIM"),
+        (["--data", "text", "--layers", "embed:16,res(layernorm,mha:2),dense:104"],
+         "--layers item 2.2 'mha:2': attends to later positions, whose characters it is to predict; on --data "
+         "text write causal=true, e.g. mha:2:causal=true"),
+        (["--data", "text", "--layers", "embed:16,lstm:16:seq=false,dense:104"],
+         "the last layer outputs (104,) per example; softmax_cross_entropy_with_integer_labels on text (104 symbols "
+         "at each position) needs (64, 104): end the spec with sequences to the end (seq=true on lstm, gru, rnn)"),
+        (["--data", "text", "--layers", "embed:16,lstm:16:seq=maybe,dense:104"],
+         "--layers item 2 'lstm:16:seq=maybe': seq must be true or false, got 'maybe'"),
+        (["--data", "text", "--layers", "embed:16,conv:4:3,dense:104"],
+         "--layers item 2 'conv:4:3': expects images (H, W, C) per example but gets sequences (T, d) = (64, 16)"),
+        (["--data", "digits", "--layers", "embed:8,dense:10"],
+         "--layers item 1 'embed:8': embed takes its vocab from token data, and only fnnet train --data text gives"),
+        (["--data", "text", "--layers", "embed:16,embed:16,dense:104"],
+         "--layers item 2 'embed:16': embed reads token ids: it can only be the first item"),
+        (["--data", "text", "--context", "30000"], "--val-fraction 0.05: windows: 23249 ids fill no window of 30000"),
     ],
 )
 def test_train_rejects_bad_flags_in_one_line_before_training(capsys, args, message):
     code, out, err = main(capsys, "train", *args)
     assert code == 2 and message in err, err
     assert err.count("\n") == 1 and err.startswith("fnnet train: error: ") and out == ""  # nothing ran
+
+
+def test_train_text_checks_gradients_learns_characters_samples_and_resumes(capsys, tmp_path):
+    """--data text: a small causal Transformer on windows of 32 characters beats the add-one
+    unigram baseline of the test text, which is the text's last 10% in order (no window of it in
+    training); it samples from "The "; its checkpoint resumes, and fnnet predict refuses it."""
+    from fnnet import text
+
+    spec = "embed:16,pos,transformer:2:causal=true,layernorm,dense:104"
+    args = ["train", "--data", "text", "--context", "32", "--layers", spec, "--schedule", "constant", "--save",
+            str(tmp_path), "--json"]
+    code, out, err = main(capsys, *args, "--epochs", "1")
+    assert code == 0, err
+    results = json.loads(out)
+    assert results["gradcheck_ok"] and results["in_shape"] == [32] and results["epochs"] == 1
+    assert "gradient check (4 examples, float64): PASS" in err
+    corpus = text.python_docs(held_out=0.15)
+    test_ids = corpus.held_out[round(len(corpus.held_out) / 3):]  # the last 10% of 15%
+    counts = np.bincount(corpus.train, minlength=corpus.vocab)
+    unigram = -np.log2((counts[test_ids] + 1) / (counts.sum() + corpus.vocab)).mean()
+    test = results["test"]
+    assert test["bits_per_char"] == pytest.approx(test["loss"] / np.log(2)) and test["bits_per_char"] < unigram
+    assert results["sample"].startswith("The ") and len(results["sample"]) == 4 + 200
+    code, out, err = main(capsys, "train", "--resume", str(tmp_path), "--epochs", "2", "--json",
+                          "--no-gradcheck")
+    assert code == 0 and "resumed from" in err and json.loads(out)["epochs"] == 2, err
+    (tmp_path / "rows.csv").write_text("1,2\n")
+    code, _, err = main(capsys, "predict", "--checkpoint", str(tmp_path / "latest.fnnet"), "--data",
+                        str(tmp_path / "rows.csv"))
+    assert code == 2 and "a language model of fnnet train --data text; fnnet predict reads rows" in err
 
 
 def test_train_save_refuses_an_unwritable_directory_before_training(capsys, tmp_path):
@@ -598,7 +651,8 @@ def test_layers_spec_builds_every_layer_and_nests(text, expected, images):
     ("relu:2", "--layers item 1 'relu:2': the activation relu takes no arguments; write relu alone"),
     ("dense:8,maxpol:2", "--layers item 2 'maxpol:2': unknown layer 'maxpol' (did you mean maxpool?); expected "
                          "one of conv, dense, maxpool, avgpool, gap, flatten, reshape, bn, layernorm, dropout, "
-                         "res(...), seq(...), or an activation (identity, relu, "),
+                         "embed, pos, transformer, mha, lstm, gru, rnn, res(...), seq(...), or an activation "
+                         "(identity, relu, "),
     ("dense:10,,relu", "--layers item 2 '': an empty item; expected a layer between the commas (a doubled or "
                        "trailing comma?)"),
     ("dense:10,", "--layers item 2 '': an empty item"),

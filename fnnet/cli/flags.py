@@ -31,11 +31,11 @@ def layers(text):
 
 
 def dataset_name(text):
-    """A name in datasets.NAMES or a .npz/.csv path (argparse type)."""
-    if text in datasets.NAMES or text.endswith(datasets.FILE_SUFFIXES):
+    """A name in datasets.NAMES, "text", or a .npz/.csv path (argparse type)."""
+    if text in (*datasets.NAMES, "text") or text.endswith(datasets.FILE_SUFFIXES):
         return text
     raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; expected one of {', '.join(datasets.NAMES)}, "
-                                     f"or a {' or '.join(datasets.FILE_SUFFIXES)} file")
+                                     f"text, or a {' or '.join(datasets.FILE_SUFFIXES)} file")
 
 
 def names(entries) -> str:

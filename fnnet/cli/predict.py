@@ -45,6 +45,10 @@ def run(args, parser) -> int:
             raise ValueError(f"--checkpoint {args.checkpoint}: no run description in it (it was not written "
                              f"by fnnet train --save); in Python, use fnnet.predict")
         described, loss = meta["data"], losses.get(meta["resolved"]["loss"])
+        if described["source"] == "text":
+            raise ValueError(f"--checkpoint {args.checkpoint}: a language model of fnnet train --data text; "
+                             f"fnnet predict reads rows of features. Draw text from it in Python: "
+                             f"fnnet.generate(ckpt.net, ckpt.params, prompt_ids, length, key=...)")
         regression = described["task"] == "regression"
         d = described["d"]
         data = datasets.from_file(args.data, task=described["task"], n_features=d)

@@ -3,6 +3,7 @@
     conv:16:3:relu,maxpool:2,conv:32:3:relu,gap,dense:10
     conv:16:3,bn,relu,res(conv:16:3,bn,relu,conv:16:3),relu,gap,dense:10
     res(conv:32:3:stride=2,bn,relu|conv:32:1:stride=2),relu      # a projection shortcut after '|'
+    embed:64,pos,transformer:4:causal=true,layernorm,dense:104    # on --data text: token ids
 
 The grammar. Items are separated by commas; whitespace anywhere is ignored.
 
@@ -20,14 +21,26 @@ The grammar. Items are separated by commas; whitespace anywhere is ignored.
 | `bn` (`batchnorm`) | `BatchNorm` | momentum, eps |
 | `layernorm` (`ln`) | `LayerNorm` | axis (one int), eps |
 | `dropout` | `Dropout` | rate, the probability of dropping |
+| `embed` (`embedding`) | `Embedding` | dim, pad_id; the vocabulary from the token data |
+| `pos` (`positional`) | `PositionalEmbedding` | max_len (default: the data's window length), sinusoidal |
+| `transformer` | `TransformerBlock` | heads, mlp_ratio, dropout, causal |
+| `mha` (`attention`) | `MultiHeadAttention` | heads, causal, dropout, recompute |
+| `lstm`, `gru` | `LSTM`, `GRU` | hidden, seq (return_sequences), checkpoint (checkpoint_every) |
+| `rnn` | `SimpleRNN` | hidden, act, seq, checkpoint |
 | `relu`, `tanh`, ... | `Activation` | an activation's name alone (`fnnet.activations`) |
 | `res(...)` | `Residual` | its block, then after `|` an optional shortcut (default: identity) |
 | `seq(...)` | `Sequential` | its items |
 
 Required: n_out and kernel of conv, n_out of dense, window of a pool, rate of dropout, the
-shape of reshape. kernel, stride, dilation and window are an int or rows×columns `3x1`;
-padding is `same` (conv's default) or `valid` (the pools' default); act an activation name
-(default identity, so `dense:10` gives logits). Names are case-insensitive.
+shape of reshape, dim of embed, heads of transformer and mha, hidden of the recurrent layers.
+kernel, stride, dilation and window are an int or rows×columns `3x1`; padding is `same`
+(conv's default) or `valid` (the pools' default); act an activation name (default identity, so
+`dense:10` gives logits); causal, seq, sinusoidal and recompute `true` or `false`. Names are
+case-insensitive.
+
+Token data (`fnnet train --data text`: windows of T character ids) start with `embed`, the
+only place it may stand; the sequence layers take `(T, d)` per example, and `dense` acts at
+each position of a sequence (on an image it needs `flatten` or `gap` first).
 
 A spec's items are the network's layers; a block of several items is a `Sequential`. Errors
 name the item by its position from 1 (`item 4.2` is the second item inside item 4's
@@ -47,8 +60,9 @@ import jax
 import jax.numpy as jnp
 
 from fnnet import activations
-from fnnet.layers import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
-                          LayerNorm, MaxPool2D, Reshape, Residual, Sequential)
+from fnnet.layers import (GRU, LSTM, Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten,
+                          GlobalAvgPool2D, LayerNorm, MaxPool2D, MultiHeadAttention, PositionalEmbedding, Reshape,
+                          Residual, Sequential, SimpleRNN, TransformerBlock)
 from fnnet.network import Network
 
 FLAG = "--layers"
@@ -102,7 +116,16 @@ def _activation(text):
     return activations.get(text.lower())
 
 
+def _bool(text):
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
+    if value is None:
+        raise ValueError
+    return value
+
+
 INT = _int(1)
+INT0 = _int(0)
+BOOL = Value(_bool, "true or false")
 SIZE = Value(_size, "an int ≥ 1 or rows×columns like 3x1")
 PADDING = Value(_padding, "same or valid")
 ACT = Value(_activation, f"an activation: {', '.join(a.name for a in activations.ALL)}")
@@ -132,6 +155,7 @@ class Kind(NamedTuple):
     example: str
     variadic: "Value | None" = None  # reshape: every argument is one more dimension
     data: "str | None" = None  # the input it asks of the data when it comes first, if not `takes`
+    filled: tuple = ()  # fields the token data fill when the spec leaves them out: "vocab", "max_len"
 
 
 _POOL = (Param("window", "window", SIZE, True), Param("stride", "stride", SIZE), Param("padding", "padding", PADDING))
@@ -150,6 +174,23 @@ KINDS = (
          None, "bn"),
     Kind(("layernorm", "ln"), LayerNorm, (Param("axis", "axes", AXIS), Param("eps", "eps", REAL)), None, "layernorm"),
     Kind(("dropout",), Dropout, (Param("rate", "rate", REAL, True),), None, "dropout:0.1"),
+    Kind(("embed", "embedding"), Embedding, (Param("dim", "dim", INT, True), Param("pad_id", "pad_id", INT0)),
+         "tokens", "embed:64", filled=("vocab",)),
+    Kind(("pos", "positional"), PositionalEmbedding, (Param("max_len", "max_len", INT),
+                                                      Param("sinusoidal", "sinusoidal", BOOL)),
+         "sequences", "pos", filled=("max_len",)),
+    Kind(("transformer",), TransformerBlock, (
+        Param("heads", "n_heads", INT, True), Param("mlp_ratio", "mlp_ratio", INT), Param("dropout", "dropout", REAL),
+        Param("causal", "causal", BOOL)), "sequences", "transformer:4:causal=true"),
+    Kind(("mha", "attention"), MultiHeadAttention, (
+        Param("heads", "n_heads", INT, True), Param("causal", "causal", BOOL), Param("dropout", "dropout", REAL),
+        Param("recompute", "recompute", BOOL)), "sequences", "mha:4:causal=true"),
+    *(Kind((name,), layer, (Param("hidden", "hidden", INT, True), Param("seq", "return_sequences", BOOL),
+                            Param("checkpoint", "checkpoint_every", INT)), "sequences", f"{name}:64")
+      for name, layer in (("lstm", LSTM), ("gru", GRU))),
+    Kind(("rnn",), SimpleRNN, (Param("hidden", "hidden", INT, True), Param("act", "activation", ACT),
+                               Param("seq", "return_sequences", BOOL), Param("checkpoint", "checkpoint_every", INT)),
+         "sequences", "rnn:64"),
 )
 _BY_NAME = {name: kind for kind in KINDS for name in kind.names}
 COMBINATORS = ("res", "seq")
@@ -178,9 +219,10 @@ def _fail(where, text, message):
 # ---------- parsing ----------
 
 
-def parse(text: str) -> tuple:
+def parse(text: str, tokens: "dict | None" = None) -> tuple:
     """The `Item`s of a spec (see the module docstring), each with its layer built; a one-line
-    ValueError naming the first bad item by position otherwise.
+    ValueError naming the first bad item by position otherwise. `tokens`: for token data, what
+    `embed` and `pos` take from them, `{"vocab": V, "max_len": T}`.
 
     >>> [item.layer for item in parse("dense:8:relu, dropout:0.5")]
     [Dense(n_out=8, activation=relu, W_init=lecun_normal, b_init=zeros), Dropout(rate=0.5)]
@@ -189,11 +231,11 @@ def parse(text: str) -> tuple:
     if not text:
         raise ValueError(f"{FLAG} is empty; expected layers separated by commas, e.g. "
                          f"{FLAG} conv:16:3:relu,maxpool:2,flatten,dense:10")
-    return _items(text, "")
+    return _items(text, "", tokens)
 
 
-def _items(text, prefix):
-    return tuple(_item(part, f"{prefix}{i}") for i, part in enumerate(_split(text, ",", prefix), 1))
+def _items(text, prefix, tokens):
+    return tuple(_item(part, f"{prefix}{i}", tokens) for i, part in enumerate(_split(text, ",", prefix), 1))
 
 
 def _split(text, separator, prefix):
@@ -216,12 +258,12 @@ def _split(text, separator, prefix):
     return [*parts, text[start:]]
 
 
-def _item(text, where) -> Item:
+def _item(text, where, tokens) -> Item:
     if not text:
         raise _fail(where, text, "an empty item; expected a layer between the commas (a doubled or "
                                  "trailing comma?)")
     if "(" in text:
-        return _combinator(text, where)
+        return _combinator(text, where, tokens)
     if "|" in text:
         raise _fail(where, text, "'|' separates a block from its shortcut inside res(...), e.g. "
                                  "res(conv:16:3:stride=2|conv:16:1:stride=2)")
@@ -229,7 +271,7 @@ def _item(text, where) -> Item:
     name = name.lower()
     kind = _BY_NAME.get(name)
     if kind is not None:
-        return Item(kind.names[0], where, text, _layer(kind, args, where, text), kind.data or kind.takes,
+        return Item(kind.names[0], where, text, _layer(kind, args, where, text, tokens), kind.data or kind.takes,
                     kind.takes)
     try:
         act = activations.get(name)
@@ -245,7 +287,7 @@ def _item(text, where) -> Item:
     return Item(act.name, where, text, Activation(act), None)
 
 
-def _combinator(text, where) -> Item:
+def _combinator(text, where, tokens) -> Item:
     match = re.fullmatch(r"(\w+)\((.*)\)", text, re.S)
     if match is None or match.group(1).lower() not in COMBINATORS:
         raise _fail(where, text, "only res(...) and seq(...) take parentheses, with nothing after the ')'; "
@@ -258,8 +300,8 @@ def _combinator(text, where) -> Item:
     if not paths[0] or len(paths) == 2 and not paths[1]:
         raise _fail(where, text, f"an empty {'shortcut' if paths[0] else 'block'}; expected layers "
                                  f"inside, e.g. res(conv:16:3,bn,relu)")
-    block = _items(paths[0], f"{where}.")
-    shortcut = _items(paths[1], f"{where}|") if len(paths) == 2 else ()
+    block = _items(paths[0], f"{where}.", tokens)
+    shortcut = _items(paths[1], f"{where}|", tokens) if len(paths) == 2 else ()
     data = next((item.data for item in block + shortcut if item.data is not None), None)
     layer = (Sequential(*(item.layer for item in block)) if name == "seq"
              else Residual(_one(block), _one(shortcut) if shortcut else None))
@@ -271,7 +313,7 @@ def _one(items):
     return items[0].layer if len(items) == 1 else Sequential(*(item.layer for item in items))
 
 
-def _layer(kind, args, where, text):
+def _layer(kind, args, where, text, tokens):
     """The layer of `kind` from its `args` (the texts after the name), or a ValueError naming
     the argument that does not fit."""
     names = ", ".join(p.name for p in kind.params)
@@ -304,6 +346,14 @@ def _layer(kind, args, where, text):
         raise _fail(where, text, f"{kind.names[0]} needs {what}, e.g. {kind.example}")
     if kind.variadic is not None:
         values = {"shape": tuple(dims)}
+    for field in kind.filled:
+        if field not in values:
+            if tokens is None:
+                raise _fail(where, text, f"{kind.names[0]} takes its {field} from token data, and only "
+                                         f"fnnet train --data text gives them"
+                                         + (f"; elsewhere give it, e.g. {kind.names[0]}:64" if field in
+                                            (p.field for p in kind.params) else ""))
+            values[field] = tokens[field]
     try:
         return kind.layer(**values)
     except ValueError as e:
@@ -338,13 +388,23 @@ def wants_images(items) -> bool:
     return next((item.data for item in items if item.data is not None), None) == "images"
 
 
-def network(items, in_shape) -> Network:
-    """The `Network` of `items` on examples of shape `in_shape`; a ValueError naming the first
-    item that cannot take the shape it gets.
+def network(items, in_shape, tokens=False) -> Network:
+    """The `Network` of `items` on examples of shape `in_shape` (token ids `(T,)` if `tokens`); a
+    ValueError naming the first item that cannot take the shape it gets.
 
     >>> print(network(parse("conv:4:3,gap,dense:2"), (8, 8, 1)).out_shape)
     (2,)
+    >>> print(network(parse("embed:8,lstm:16,dense:5", {"vocab": 5, "max_len": 12}), (12,), tokens=True).out_shape)
+    (12, 5)
     """
+    first = items[0]
+    if tokens and first.name != "embed":
+        raise _fail(first.where, first.text, f"the data are token ids (T,) = {tuple(in_shape)} per example; "
+                                             f"start the spec with embed:DIM to turn them into vectors")
+    for item in items[1:] if tokens else items:
+        if item.name == "embed" or any(inner.name == "embed" for inner in item.block + item.shortcut):
+            raise _fail(item.where, item.text, "embed reads token ids: it can only be the first item, on "
+                                               "fnnet train --data text")
     _shapes(items, tuple(in_shape))
     return Network(tuple(in_shape), tuple(item.layer for item in items))
 
@@ -357,9 +417,15 @@ def _shapes(items, shape):
             raise _fail(item.where, item.text, f"expects images (H, W, C) per example but gets flat rows "
                                                f"{shape}; put reshape:H:W:C before it (e.g. reshape:8:8:1 "
                                                f"for 8×8 pixels)")
-        if item.takes == "rows" and len(shape) > 1:
+        if item.takes == "images" and len(shape) == 2:
+            raise _fail(item.where, item.text, f"expects images (H, W, C) per example but gets sequences "
+                                               f"(T, d) = {shape}")
+        if item.takes == "rows" and len(shape) == 3:  # on sequences (T, d), dense acts at each position
             raise _fail(item.where, item.text, f"expects flat rows (n,) per example but gets {shape}; put "
                                                f"flatten or gap before it")
+        if item.takes == "sequences" and len(shape) != 2:
+            raise _fail(item.where, item.text, f"expects sequences (T, d) per example but gets {shape}"
+                        + ("; embed token ids first (embed:DIM)" if len(shape) == 1 else ""))
         for path in (item.block, item.shortcut):
             _shapes(path, shape)
         try:
@@ -383,12 +449,17 @@ def _out_shape(layer, in_shape):
     return shapes[0]
 
 
-def check_output(net, n_out, needs):
-    """A ValueError unless `net` outputs `(n_out,)` per example; `needs` says who asks for it."""
-    if net.out_shape != (n_out,):
-        ending = f"dense:{n_out}" if len(net.out_shape) == 1 else f"flatten,dense:{n_out} (or gap,dense:{n_out})"
+def check_output(net, out_shape, needs):
+    """A ValueError unless `net` outputs `out_shape` per example (`(n_out,)`, or `(T, n_out)` for
+    token data); `needs` says who asks for it."""
+    out_shape = tuple(out_shape)
+    if net.out_shape != out_shape:
+        n_out = out_shape[-1]
+        ending = (f"dense:{n_out}" if len(net.out_shape) == len(out_shape)
+                  else f"flatten,dense:{n_out} (or gap,dense:{n_out})" if len(out_shape) == 1
+                  else f"sequences to the end (seq=true on lstm, gru, rnn) and dense:{n_out}")
         raise ValueError(f"{FLAG}: the last layer outputs {net.out_shape} per example; {needs} needs "
-                         f"({n_out},): end the spec with {ending}")
+                         f"{out_shape}: end the spec with {ending}")
 
 
 def locate(items, path) -> "Item | None":

@@ -28,13 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fnnet import __version__, activations, datasets, losses, parallel
+from fnnet import __version__, activations, datasets, losses, parallel, text
 from fnnet.checkpoint import load, save
 from fnnet.cli import spec
 from fnnet.cli.flags import check_writable_dir, dataset_name, ints, layers, names
 from fnnet.cli.progress import Progress
 from fnnet.gradcheck import check_grads
-from fnnet.inference import evaluate, predict
+from fnnet.inference import evaluate, generate, predict
 from fnnet.network import mlp
 from fnnet.train import GRAD_MODES, DivergenceError, fit
 
@@ -42,9 +42,16 @@ DEFAULTS = {
     "data": "digits", "layers": None, "sizes": None, "hidden": [64], "activation": "relu", "loss": None,
     "optimizer": "adam", "lr": 1e-3, "schedule": "constant", "warmup": 0, "weight_decay": None,
     "epochs": 100, "batch_size": None, "seed": 0, "grad": "backprop",
-    "test_fraction": 0.2, "val_fraction": 0.1, "patience": None,
+    "test_fraction": 0.2, "val_fraction": 0.1, "patience": None, "context": None,
 }
 """The run's configuration, which a checkpoint keeps and `--resume` restores (None: chosen from the data)."""
+TEXT = "text"
+"""--data text: a character-level language model on Python's documentation (`fnnet.text`)."""
+TEXT_DEFAULTS = {"epochs": 10, "lr": 3e-3, "schedule": "cosine", "batch_size": 32, "test_fraction": 0.1,
+                 "val_fraction": 0.05, "context": 64}
+"""What --data text changes of DEFAULTS: the held-out part is the text's last 15%, its last 10% the test."""
+PROMPT = "The "
+"""--data text: the start of the sample drawn after training."""
 MLP_FLAGS = ("sizes", "hidden", "activation")
 """The flags that describe an MLP, which --layers replaces."""
 MAY_CHANGE = ("epochs", "patience")
@@ -69,7 +76,13 @@ def add_parser(commands):
     arg("--data", type=dataset_name, metavar="NAME|FILE",
         help=f"{', '.join(datasets.NAMES)} (default {d['data']}), or a .npz (X, y) or .csv file "
              f"(features, then the label: class names or numbers; real-valued targets with "
-             f"--loss mean_squared_error; separated by , ; or tab)")
+             f"--loss mean_squared_error; separated by , ; or tab), or text: a character-level "
+             f"language model on Python's own documentation (its last 10%% the test set, reported in "
+             f"bits per character; by default a causal Transformer: {_text_spec('V')}; "
+             f"--epochs {TEXT_DEFAULTS['epochs']}, --lr {TEXT_DEFAULTS['lr']}, --schedule cosine, --batch-size "
+             f"{TEXT_DEFAULTS['batch_size']})")
+    arg("--context", type=int, metavar="T",
+        help=f"with --data text: characters per window, the model's context (default {TEXT_DEFAULTS['context']})")
     arg("--layers", type=layers, metavar="SPEC|@FILE",
         help="the network as comma-separated layers instead of an MLP, e.g. "
              "conv:16:3:relu,maxpool:2,flatten,dense:10 or @spec.txt: conv:N:K[:act][:stride=S]"
@@ -162,6 +175,76 @@ def prepare(flags, horizon, devices=1) -> Run:
 
     `horizon`: epochs the learning-rate schedule spans (a resumed run keeps its own)."""
     k_data, k_split, k_init, k_fit = jax.random.split(jax.random.key(flags["seed"]), 4)
+    if flags["data"] == TEXT:
+        net, loss, (train, val, test), items, description = _text(flags)
+        sizes, mean, std = None, None, None
+    else:
+        net, loss, (train, val, test), items, description, sizes, (mean, std) = _features(flags, k_data, k_split)
+    n = len(train[0])
+    batch = (_default_batch(n, devices) if flags["batch_size"] is None else n if flags["batch_size"] == 0
+             else flags["batch_size"])
+    if not 1 <= batch <= n:
+        raise ValueError(f"--batch-size must be in [1, {n}] (the training examples) or 0, got {batch}")
+    decay = flags["weight_decay"] if flags["weight_decay"] is not None else 1e-4 if flags["optimizer"] == "adamw" else 0.0
+    optimizer = _optimizer(flags, decay, n // batch, horizon)
+    resolved = flags | {"loss": loss.name, "sizes": sizes, "batch_size": batch, "weight_decay": decay,
+                        "layers": flags["layers"] or (None if items is None else _text_spec(description["n_classes"]))}
+    meta = {"flags": flags, "resolved": resolved, "horizon": horizon, "data": description,
+            "mean": mean, "std": std, "fnnet": __version__}
+    return Run(net, loss, optimizer, train, val, test, batch, k_init, k_fit, meta, items)
+
+
+def _text_spec(vocab):
+    """--data text's network when --layers gives none: a small causal Transformer."""
+    return (f"embed:64,pos,transformer:4:causal=true,transformer:4:causal=true,layernorm,dense:{vocab}")
+
+
+def _text(flags):
+    """(net, loss, (train, val, test), items, description) of --data text: windows of --context
+    character ids of Python's documentation (`fnnet.text.python_docs`), in order: the text's last
+    --test-fraction the test set, the --val-fraction before it the validation set, the rest the
+    training set, whose characters are the vocabulary (plus one unknown symbol)."""
+    loss = losses.get(flags["loss"] or "softmax_cross_entropy_with_integer_labels")
+    if loss is not losses.softmax_cross_entropy_with_integer_labels:
+        raise ValueError(f"--loss {loss.name}: --data text predicts each next character, one of the vocabulary's "
+                         f"ids: use softmax_cross_entropy_with_integer_labels (the default)")
+    T, held = flags["context"], flags["test_fraction"] + flags["val_fraction"]
+    corpus = text.python_docs(held_out=held)
+    cut = round(len(corpus.held_out) * flags["val_fraction"] / held)
+    parts = []
+    for flag, ids in (("--context", corpus.train), ("--val-fraction", corpus.held_out[:cut]),
+                      ("--test-fraction", corpus.held_out[cut:])):
+        if flag == "--val-fraction" and not flags["val_fraction"]:
+            parts.append(None)
+            continue
+        try:
+            parts.append(text.windows(ids, T))
+        except ValueError as e:
+            raise ValueError(f"{flag} {flags[flag[2:].replace('-', '_')]}: {e}") from None
+    items = spec.parse(flags["layers"] or _text_spec(corpus.vocab), {"vocab": corpus.vocab, "max_len": T})
+    net = spec.network(items, (T,), tokens=True)
+    spec.check_output(net, (T, corpus.vocab), f"{loss.name} on text ({corpus.vocab} symbols at each position)")
+    _check_causal(items)
+    description = {"source": TEXT, "task": "next character", "n": len(corpus.train) + len(corpus.held_out),
+                   "d": T, "n_classes": corpus.vocab, "classes": list(corpus.chars), "features": None,
+                   "sha256": None}
+    return net, loss, tuple(parts), items, description
+
+
+def _check_causal(items):
+    """ValueError naming the first attention item that looks ahead: on text it would see the
+    very character it predicts."""
+    for item in items:
+        if getattr(item.layer, "causal", True) is False:
+            raise ValueError(f"{spec.FLAG} item {item.where} {item.text!r}: attends to later positions, whose "
+                             f"characters it is to predict; on --data text write causal=true, e.g. "
+                             f"{item.name}:{item.layer.n_heads}:causal=true")
+        _check_causal(item.block + item.shortcut)
+
+
+def _features(flags, k_data, k_split):
+    """(net, loss, (train, val, test), items, description, sizes, (mean, std)) of a dataset of
+    feature rows (or images): see `prepare`."""
     is_file = flags["data"].endswith(datasets.FILE_SUFFIXES)
     loss = flags["loss"] and losses.get(flags["loss"])
     regression = is_file and loss is losses.mean_squared_error
@@ -189,7 +272,7 @@ def prepare(flags, horizon, devices=1) -> Run:
         sizes = None
         images = spec.wants_images(items) and data.image_shape is not None
         net = spec.network(items, data.image_shape if images else (d,))
-        spec.check_output(net, n_out, f"{loss.name} on {flags['data']}"
+        spec.check_output(net, (n_out,), f"{loss.name} on {flags['data']}"
                           + (" (one real-valued target)" if regression else f" ({data.n_classes} classes)"))
     else:
         if flags["sizes"]:
@@ -201,15 +284,8 @@ def prepare(flags, horizon, devices=1) -> Run:
             sizes = [d, *flags["hidden"], n_out]
         net = mlp(sizes, activation=flags["activation"], W_init="he_normal")
     # Standardised as rows (per pixel), then shaped as the network takes them: (n, 8, 8, 1) for images.
-    train, val, test = (None if part is None else (part[0].reshape(len(part[0]), *net.in_shape), part[1])
-                        for part in (train, val, test))
-    n = len(train[0])
-    batch = (_default_batch(n, devices) if flags["batch_size"] is None else n if flags["batch_size"] == 0
-             else flags["batch_size"])
-    if not 1 <= batch <= n:
-        raise ValueError(f"--batch-size must be in [1, {n}] (the training examples) or 0, got {batch}")
-    decay = flags["weight_decay"] if flags["weight_decay"] is not None else 1e-4 if flags["optimizer"] == "adamw" else 0.0
-    optimizer = _optimizer(flags, decay, n // batch, horizon)
+    parts = tuple(None if part is None else (part[0].reshape(len(part[0]), *net.in_shape), part[1])
+                  for part in (train, val, test))
     description = {
         "source": flags["data"], "task": "regression" if regression else "classification",
         "n": int(data.X.shape[0]), "d": d, "n_classes": data.n_classes,
@@ -217,10 +293,7 @@ def prepare(flags, horizon, devices=1) -> Run:
         "features": None if data.features is None else list(data.features),
         "sha256": _sha256(flags["data"]) if is_file else None,
     }
-    resolved = flags | {"loss": loss.name, "sizes": sizes, "batch_size": batch, "weight_decay": decay}
-    meta = {"flags": flags, "resolved": resolved, "horizon": horizon, "data": description,
-            "mean": mean, "std": std, "fnnet": __version__}
-    return Run(net, loss, optimizer, train, val, test, batch, k_init, k_fit, meta, items)
+    return net, loss, parts, items, description, sizes, (mean, std)
 
 
 def _split(data, flags, key, stratify):
@@ -285,6 +358,13 @@ def _check(flags, args):
     if f["layers"] is not None and mlp_flags:
         raise ValueError(f"--layers gives the whole network, and {_flag(mlp_flags[0])} describes an MLP: "
                          f"give one or the other (an MLP as a spec: --layers dense:64:relu,dense:10)")
+    if f["data"] == TEXT and mlp_flags:
+        raise ValueError(f"{_flag(mlp_flags[0])} describes an MLP on rows of features; --data text trains a "
+                         f"network on windows of characters: give it as --layers (default {_text_spec('V')}, "
+                         f"V the vocabulary)")
+    if f["context"] is not None and (f["data"] != TEXT or f["context"] < 1):
+        raise ValueError(f"--context is the window length of --data text, an int ≥ 1; got --context "
+                         f"{f['context']} with --data {f['data']}")
     if not (f["lr"] > 0 and np.isfinite(f["lr"])):
         raise ValueError(f"--lr must be a positive number, got {f['lr']}")
     if f["epochs"] < 1:
@@ -380,7 +460,7 @@ def run(args, parser) -> int:
                                  f"{flags['epochs']}: pass a larger --epochs to extend it")
             args.save = args.save or os.path.dirname(os.path.abspath(resumed_from))
         else:
-            flags = DEFAULTS | given
+            flags = DEFAULTS | (TEXT_DEFAULTS if given.get("data") == TEXT else {}) | given
         _check(flags, args)
         if args.save:
             check_writable_dir("--save", args.save)
@@ -403,10 +483,12 @@ def run(args, parser) -> int:
     opt_state = optimizer.init(params)
     say(net)
     n = len(train[0])
-    split = f"{n} training, {0 if val is None else len(val[0])} validation, {len(test[0])} test rows"
+    rows = "windows" if flags["data"] == TEXT else "rows"
+    split = (f"{n} training, {0 if val is None else len(val[0])} validation, {len(test[0])} test {rows}"
+             + (f" of {net.in_shape[0]} characters" if flags["data"] == TEXT else ""))
     say(f"{flags['data']}: {split}" + ("" if flags["data"] != "xor" else " (all 4 points for each)"))
     if n % run.batch:
-        print(f"note: batch size {run.batch} leaves {n % run.batch} of the {n} training rows out of each "
+        print(f"note: batch size {run.batch} leaves {n % run.batch} of the {n} training {rows} out of each "
               f"epoch (a different few each epoch); a size dividing {n} uses them all", file=sys.stderr)
     if mesh is not None:
         say(f"data-parallel over {mesh.size} {mesh.devices.flat[0].platform} devices, "
@@ -415,7 +497,7 @@ def run(args, parser) -> int:
     if args.no_gradcheck:
         say("gradient check skipped (--no-gradcheck)")
     else:
-        n_check = min(32, n)
+        n_check = min(4 if flags["data"] == TEXT else 32, n)  # 4 windows: 256 characters
         report = check_grads(net, params, train[0][:n_check], train[1][:n_check], loss)
         say(f"gradient check ({n_check} examples, float64): {report.message}")
         if not report.ok:
@@ -495,6 +577,14 @@ def run(args, parser) -> int:
            for part, data in parts.items() if data is not None},
         "seconds_total": time.perf_counter() - started, "seconds_per_epoch": steady,
     }
+    if flags["data"] == TEXT:
+        for part in parts:
+            if part in results:
+                results[part]["bits_per_char"] = results[part]["loss"] / np.log(2)
+        corpus = text.Corpus(None, None, tuple(run.meta["data"]["classes"]))
+        ids = generate(net, selected, corpus.encode(PROMPT), 200, key=jax.random.fold_in(run.k_init, 1),
+                       temperature=0.8, state=selected_state)
+        results["sample"] = corpus.decode(ids)
     if args.plot:
         _plot(args.plot, history, net, selected, selected_state, flags, train)
         results["plot"] = args.plot
@@ -509,6 +599,8 @@ def run(args, parser) -> int:
                 print(f"{part}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[part].items()))
         print(f"{results['seconds_per_epoch'] * 1e3:.2f} ms per epoch after compilation, "
               f"{results['seconds_total']:.1f} s in all")
+        if "sample" in results:
+            print(f"sample (temperature 0.8):\n{results['sample']}")
     return 0
 
 

@@ -672,7 +672,8 @@ def _differences(loss_fn, params, data, eps, chunk, host):
     def block(flat, data, V):
         def L(x):
             return loss_fn(unravel(x), *data)
-        return L(flat), jax.lax.map(lambda u: jnp.stack([L(flat + h * u) for h in steps]), V)
+        hs = jnp.asarray(steps, flat.dtype)  # the 4 steps as one batch: one copy of the loss in the program
+        return L(flat), jax.lax.map(lambda u: jax.vmap(lambda h: L(flat + h * u))(hs), V)
 
     def differences(V):
         padded = np.concatenate([V, np.zeros((chunk - len(V), V.shape[1]))])  # one shape: one compilation
@@ -700,8 +701,8 @@ def _second_order(loss_fn, params, data, spec, offsets, scales, eps, chunk, mode
 
         def one(u):
             hvp = {"fwd": lambda: jax.jvp(G, (flat,), (u,))[1], "rev": lambda: jax.vjp(G, flat)[1](u)[0]}
-            return jnp.stack([*(G(flat + h * u) for h in (eps, -eps, eps / 10, -eps / 10)),
-                              *(hvp[m]() for m in modes)])
+            hs = jnp.asarray((eps, -eps, eps / 10, -eps / 10), flat.dtype)
+            return jnp.concatenate([jax.vmap(lambda h: G(flat + h * u))(hs), jnp.stack([hvp[m]() for m in modes])])
 
         return G(flat), jax.lax.map(one, V)
 

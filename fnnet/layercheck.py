@@ -271,6 +271,7 @@ def _outputs(layer, train, params, state, x, key, mask, dy, directions):
     if directions is None:
         return y, dparams, dx, ref_params, ref_dx, None
     leaves, treedef = jax.tree.flatten(params)
+    here = jnp.sum(y * dy)  # ⟨y, dy⟩ at t = 0, the same for every direction
     fds = []
     for i, (leaf, v) in enumerate(zip([*leaves] + ([] if integer else [x]), directions)):
         def inner(t, i=i, leaf=leaf, v=v):
@@ -281,7 +282,8 @@ def _outputs(layer, train, params, state, x, key, mask, dy, directions):
 
         rms = jnp.sqrt(jnp.mean(leaf ** 2))
         eps = (1e-6 if leaf.dtype == jnp.float64 else 1e-2) * jnp.where(rms > 0, rms, 1.0)  # a leaf of zeros: 1
-        fds.append((eps, inner(eps), inner(jnp.zeros_like(eps)), inner(-eps)))
+        up, down = jax.vmap(inner)(jnp.stack([eps, -eps]))  # one copy of the forward in the program, not two
+        fds.append((eps, up, here, down))
     return y, dparams, dx, ref_params, ref_dx, fds
 
 

@@ -202,9 +202,9 @@ def test_candidates_under_transforms_and_no_recompiles():
             report = fnnet.check_grads(candidate, counted_loss, params, X, y, directions=directions)
             assert report.ok, str(report)
             counts.append(len(traces))
-        # jax.grad traces the loss once, the finite differences 5 times (L at p, p ± εv,
-        # p ± εv/10) in one compiled map: never once per leaf or per direction.
-        assert counts == [6, 6]
+        # jax.grad traces the loss once, the finite differences twice (L at p; L at p ± εv,
+        # p ± εv/10 as one batch) in one compiled map: never once per leaf, direction or step.
+        assert counts == [3, 3]
     assert jitted._cache_size() == 1
 
 

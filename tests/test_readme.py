@@ -2,8 +2,11 @@
 
 import contextlib
 import io
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -86,15 +89,15 @@ def _section_block(heading):
     return match.group(1), match.group(2)
 
 
-@pytest.mark.heavy
-def test_every_python_block_runs_as_written_in_order_and_says_what_the_readme_says(tmp_path, monkeypatch):
+def run_blocks_as_written(workdir):
     """The README's Python blocks, top to bottom in one session, as a reader pastes them (shell
-    blocks, which install or span hosts, are not run here); after each block its claims are
-    checked: the quickstart's gradients equal jax.grad's, the printed reports are the ones shown,
-    the predicting snippet learns XOR, and "Writing your own layer" prints what its comments say."""
+    blocks, which install or span hosts, are not run); after each block, its claims: the
+    quickstart's gradients equal jax.grad's, the printed reports are the ones shown, the
+    predicting snippet learns XOR, and "Writing your own layer" prints what its comments say.
+    An AssertionError names the first block that fails. Run by the test below in a fresh process."""
     blocks = re.findall(r"```python\n(.*?)```", README, re.S)
     assert len(blocks) >= 7
-    monkeypatch.chdir(tmp_path)  # the Checkpoints block writes run/latest.fnnet
+    os.chdir(workdir)  # the Checkpoints block writes run/latest.fnnet
     quickstart, _ = _section_block(r"## Quickstart\n")
     gradcheck, gradcheck_shown = _section_block(r"## Checking gradients\n")
     which, which_shown = _section_block(r"\*\*Which layer is wrong\.\*\*")
@@ -102,33 +105,42 @@ def test_every_python_block_runs_as_written_in_order_and_says_what_the_readme_sa
     own_layer, _ = _section_block(r"### Writing your own layer\n")
     checked = set()
     scope = {}
-    with jax.enable_x64(False):  # as a user runs it
-        for i, code in enumerate(blocks):
-            out = io.StringIO()
-            try:
-                with contextlib.redirect_stdout(out):
-                    exec(code, scope)
-            except Exception as e:
-                raise AssertionError(f"README Python block {i + 1} fails: {type(e).__name__}: {e}\n{code}") from e
-            printed = out.getvalue()
-            if code == quickstart:
-                assert jnp.abs(scope["value"] - scope["ref_value"]) <= 1e-6
-                for g, r in zip(jax.tree.leaves(scope["grads"]), jax.tree.leaves(scope["ref"])):
-                    assert jnp.abs(g - r).max() <= 1e-6 * max(1.0, float(jnp.abs(r).max()))
-            elif code == gradcheck:
-                assert str(scope["report"]) == gradcheck_shown.strip()
-            elif code == which:
-                assert printed.strip() == which_shown.strip()
-            elif code == predicting:
-                fnnet, net, params, X, y = (scope[k] for k in ("fnnet", "net", "params", "X", "y"))
-                assert fnnet.evaluate(net, params, (X, y), "bce")["accuracy"] == 1.0
-                assert fnnet.predict(net, params, X, loss="bce", output="labels").tolist() == [0, 1, 1, 0]
-            elif code == own_layer:
-                expected = [line.split("# ", 1)[1] for line in code.splitlines()
-                            if line.startswith(("print(", "# FAIL")) and "# " in line]
-                assert printed.splitlines() == [e for e in expected if e.startswith(("PASS", "FAIL"))]
-            else:
-                continue
-            checked.add(code)
+    for i, code in enumerate(blocks):
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                exec(code, scope)
+        except Exception as e:
+            raise AssertionError(f"README Python block {i + 1} fails: {type(e).__name__}: {e}\n{code}") from e
+        printed = out.getvalue()
+        if code == quickstart:
+            assert jnp.abs(scope["value"] - scope["ref_value"]) <= 1e-6
+            for g, r in zip(jax.tree.leaves(scope["grads"]), jax.tree.leaves(scope["ref"])):
+                assert jnp.abs(g - r).max() <= 1e-6 * max(1.0, float(jnp.abs(r).max()))
+        elif code == gradcheck:
+            assert str(scope["report"]) == gradcheck_shown.strip()
+        elif code == which:
+            assert printed.strip() == which_shown.strip()
+        elif code == predicting:
+            fnnet, net, params, X, y = (scope[k] for k in ("fnnet", "net", "params", "X", "y"))
+            assert fnnet.evaluate(net, params, (X, y), "bce")["accuracy"] == 1.0
+            assert fnnet.predict(net, params, X, loss="bce", output="labels").tolist() == [0, 1, 1, 0]
+        elif code == own_layer:
+            expected = [line.split("# ", 1)[1] for line in code.splitlines()
+                        if line.startswith(("print(", "# FAIL")) and "# " in line]
+            assert printed.splitlines() == [e for e in expected if e.startswith(("PASS", "FAIL"))]
+        else:
+            continue
+        checked.add(code)
     assert checked == {quickstart, gradcheck, which, predicting, own_layer}  # each found and checked
+
+
+@pytest.mark.heavy
+def test_every_python_block_runs_as_written_in_order_and_says_what_the_readme_says(tmp_path):
+    """`run_blocks_as_written` in a fresh Python process, with JAX's defaults as a reader has them
+    (float32, XLA's full optimisation: the reports shown are printed to the last digit)."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import test_readme; "
+            f"test_readme.run_blocks_as_written({str(tmp_path)!r})")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
     assert (tmp_path / "run" / "latest.fnnet").exists()

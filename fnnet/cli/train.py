@@ -7,6 +7,11 @@ image layer (conv, a pool, gap), as flat rows otherwise; standardisation is per 
 A network with BatchNorm trains with its state, which the checkpoints keep; Dropout draws its
 masks from the run's seed.
 
+`--data text` trains a character-level language model instead: windows of `--context`
+character ids of Python's documentation (`fnnet.text`) in order, the text's end held out, a
+`--layers` network starting with `embed` (by default a causal Transformer), bits per character
+in the results and a sample drawn with `fnnet.generate`.
+
 The data are split three ways (stratified for classification): training, validation
 (`--val-fraction`, which monitors, selects `best.fnnet` and stops early with `--patience`) and
 test (`--test-fraction`, evaluated once, at the end, on the selected model). Features are

@@ -233,6 +233,8 @@ def test_help_lists_the_valid_names_and_the_defaults(capsys):
          "--layers item 1 'embed:8': embed takes its vocab from token data, and only fnnet train --data text gives"),
         (["--data", "text", "--layers", "embed:16,embed:16,dense:104"],
          "--layers item 2 'embed:16': embed reads token ids: it can only be the first item"),
+        (["--data", "text", "--layers", "embed:16,res(seq(embed:16,layernorm)),dense:104"],
+         "--layers item 2.1.1 'embed:16': embed reads token ids: it can only be the first item"),
         (["--data", "text", "--context", "30000"], "--val-fraction 0.05: windows: 23249 ids fill no window of 30000"),
     ],
 )

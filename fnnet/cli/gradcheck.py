@@ -8,6 +8,7 @@ of its own forward; with `--layers`, one more line names its spec item
 (`the broken layer is --layers item 4.1 'conv:16:3'`).
 """
 
+import itertools
 import json
 
 import jax
@@ -113,16 +114,15 @@ def run(args, parser) -> int:
         swept = losses.ALL if args.loss is None else [losses.get(name) for name in args.loss.split(",")]
         pairs = [(act.name, loss.name) for act in activations.ALL for loss in swept]
         first = _check_one(args, *pairs[0])[2]  # a bad flag fails here, before the header is printed
+        reports = itertools.chain([first], (_check_one(args, a, l)[2] for a, l in pairs[1:]))  # each when asked
         if args.json:
-            rows = [dict(activation=a, loss=l, **(first if i == 0 else _check_one(args, a, l)[2]).to_dict())
-                    for i, (a, l) in enumerate(pairs)]
+            rows = [dict(activation=a, loss=l, **report.to_dict()) for (a, l), report in zip(pairs, reports)]
             print(json.dumps(rows, indent=2))
             return 0 if all(row["ok"] for row in rows) else 1
         width = max(len(loss) for _, loss in pairs)
         print(f"{'activation':<12}{'loss':<{width + 2}}{'max rel err':<13}{'fd max err':<12}result", flush=True)
         failed = 0
-        for i, (act, loss) in enumerate(pairs):  # each row as soon as its check finishes
-            report = first if i == 0 else _check_one(args, act, loss)[2]
+        for (act, loss), report in zip(pairs, reports):  # each row as soon as its check finishes
             rel = max(leaf.max_rel_error for leaf in report.leaves)
             fd = max(leaf.fd_max_error for leaf in report.leaves)
             result = "ok" if report.ok else f"FAIL: {report.message}"

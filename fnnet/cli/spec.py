@@ -401,12 +401,19 @@ def network(items, in_shape, tokens=False) -> Network:
     if tokens and first.name != "embed":
         raise _fail(first.where, first.text, f"the data are token ids (T,) = {tuple(in_shape)} per example; "
                                              f"start the spec with embed:DIM to turn them into vectors")
-    for item in items[1:] if tokens else items:
-        if item.name == "embed" or any(inner.name == "embed" for inner in item.block + item.shortcut):
+    for item in walk(items[1:] if tokens else items):
+        if item.name == "embed":
             raise _fail(item.where, item.text, "embed reads token ids: it can only be the first item, on "
                                                "fnnet train --data text")
     _shapes(items, tuple(in_shape))
     return Network(tuple(in_shape), tuple(item.layer for item in items))
+
+
+def walk(items):
+    """Every item of `items`, depth first: each, then the items inside its res(...) or seq(...)."""
+    for item in items:
+        yield item
+        yield from walk(item.block + item.shortcut)
 
 
 def _shapes(items, shape):

@@ -193,7 +193,8 @@ def prepare(flags, horizon, devices=1) -> Run:
     decay = flags["weight_decay"] if flags["weight_decay"] is not None else 1e-4 if flags["optimizer"] == "adamw" else 0.0
     optimizer = _optimizer(flags, decay, n // batch, horizon)
     resolved = flags | {"loss": loss.name, "sizes": sizes, "batch_size": batch, "weight_decay": decay,
-                        "layers": flags["layers"] or (None if items is None else _text_spec(description["n_classes"]))}
+                        "layers": flags["layers"] or (_text_spec(description["n_classes"]) if flags["data"] == TEXT
+                                                      else None)}
     meta = {"flags": flags, "resolved": resolved, "horizon": horizon, "data": description,
             "mean": mean, "std": std, "fnnet": __version__}
     return Run(net, loss, optimizer, train, val, test, batch, k_init, k_fit, meta, items)
@@ -216,16 +217,16 @@ def _text(flags):
     T, held = flags["context"], flags["test_fraction"] + flags["val_fraction"]
     corpus = text.python_docs(held_out=held)
     cut = round(len(corpus.held_out) * flags["val_fraction"] / held)
-    parts = []
-    for flag, ids in (("--context", corpus.train), ("--val-fraction", corpus.held_out[:cut]),
-                      ("--test-fraction", corpus.held_out[cut:])):
-        if flag == "--val-fraction" and not flags["val_fraction"]:
-            parts.append(None)
-            continue
+
+    def windows(name, ids):  # a part too short for one window is the error of the flag that sized it
         try:
-            parts.append(text.windows(ids, T))
+            return text.windows(ids, T)
         except ValueError as e:
-            raise ValueError(f"{flag} {flags[flag[2:].replace('-', '_')]}: {e}") from None
+            raise ValueError(f"{_flag(name)} {flags[name]}: {e}") from None
+
+    parts = (windows("context", corpus.train),
+             windows("val_fraction", corpus.held_out[:cut]) if flags["val_fraction"] else None,
+             windows("test_fraction", corpus.held_out[cut:]))
     items = spec.parse(flags["layers"] or _text_spec(corpus.vocab), {"vocab": corpus.vocab, "max_len": T})
     net = spec.network(items, (T,), tokens=True)
     spec.check_output(net, (T, corpus.vocab), f"{loss.name} on text ({corpus.vocab} symbols at each position)")
@@ -233,18 +234,17 @@ def _text(flags):
     description = {"source": TEXT, "task": "next character", "n": len(corpus.train) + len(corpus.held_out),
                    "d": T, "n_classes": corpus.vocab, "classes": list(corpus.chars), "features": None,
                    "sha256": None}
-    return net, loss, tuple(parts), items, description
+    return net, loss, parts, items, description
 
 
 def _check_causal(items):
     """ValueError naming the first attention item that looks ahead: on text it would see the
     very character it predicts."""
-    for item in items:
+    for item in spec.walk(items):
         if getattr(item.layer, "causal", True) is False:
             raise ValueError(f"{spec.FLAG} item {item.where} {item.text!r}: attends to later positions, whose "
                              f"characters it is to predict; on --data text write causal=true, e.g. "
                              f"{item.name}:{item.layer.n_heads}:causal=true")
-        _check_causal(item.block + item.shortcut)
 
 
 def _features(flags, k_data, k_split):
